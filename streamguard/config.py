@@ -1,0 +1,176 @@
+"""Settings: one frozen tree, from a TOML/YAML file, ``STREAMGUARD_...`` variables and flags.
+
+Precedence, lowest first: defaults, the config file, environment variables (nested with a
+double underscore, e.g. ``STREAMGUARD_KAFKA__GROUP_ID``), command-line flags. A bad value
+stops start-up with :class:`ConfigError`, whose message names the field and the problem.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("streamguard_config_file", default=None)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which field and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "localhost:9092"
+    input_topic: str = Field("feedback.events", min_length=1)
+    clean_topic: str = Field("feedback.clean", min_length=1)
+    quarantine_topic: str = Field("feedback.quarantine", min_length=1)
+    dlq_topic: str = Field("feedback.dlq", min_length=1)
+    group_id: str = Field("streamguard", min_length=1)
+    guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    transactional_id_prefix: str = "streamguard"
+    # Names this member in the transactional id; set it per member when several share a host.
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1)
+    max_poll_records: int = Field(500, ge=1, le=100_000)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    poll_timeout_ms: int = Field(200, ge=1)
+    # 0: a tick is what one poll returns. >0: keep polling up to this long to fill a tick.
+    tick_linger_ms: int = Field(0, ge=0)
+    request_timeout_ms: int = Field(30_000, ge=1_000)
+    retry_backoff_max_s: float = Field(30.0, gt=0)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _budget(self) -> KafkaSettings:
+        if self.session_timeout_ms >= self.max_poll_interval_ms:
+            raise ValueError("session_timeout_ms must be below max_poll_interval_ms")
+        if self.tick_linger_ms * 4 > self.max_poll_interval_ms:
+            raise ValueError("tick_linger_ms must stay below a quarter of max_poll_interval_ms")
+        return self
+
+
+class PipelineSettings(_Section):
+    rating_low: float = 1.0
+    rating_high: float = 5.0
+    max_accounts: int = Field(1_000_000, ge=1)
+    max_items: int = Field(200_000, ge=1)
+    state_ttl_days: float = Field(30.0, gt=0)
+    revocation_window_days: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _scale(self) -> PipelineSettings:
+        if self.rating_low >= self.rating_high:
+            raise ValueError("rating_low must be below rating_high")
+        return self
+
+
+class AnomalySettings(_Section):
+    enabled: bool = True
+    engine: Literal["numpy", "river"] = "numpy"
+    n_trees: int = Field(10, ge=1, le=200)
+    height: int = Field(8, ge=1, le=20)
+    window_size: int = Field(250, ge=1)
+    seed: int = 42
+
+
+class DetectorSettings(_Section):
+    anomaly: AnomalySettings = AnomalySettings()
+
+
+class PolicySettings(_Section):
+    target_quarantine_rate: float = Field(0.01, gt=0, lt=0.5)
+    warmup: int = Field(1_000, ge=10)
+    calibration_window: int = Field(50_000, ge=10)
+
+
+class StoreSettings(_Section):
+    url: str = "sqlite:///streamguard-quarantine.db"
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything StreamGuard can be told; frozen once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMGUARD_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    detectors: DetectorSettings = DetectorSettings()
+    policy: PolicySettings = PolicySettings()
+    store: StoreSettings = StoreSettings()
+    http: HttpSettings = HttpSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_source = InitSettingsSource(settings_cls, init_kwargs=_FILE_DATA.get() or {})
+        return (init_settings, env_settings, file_source)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML (.toml) or YAML (.yaml/.yml) config file into a dict."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table/mapping at the top level")
+    return data
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """File < environment < overrides (the command-line flags); errors name the field."""
+    token = _FILE_DATA.set(read_config_file(path) if path else {})
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+    finally:
+        _FILE_DATA.reset(token)
+
+
+def describe_errors(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {field}: {err['msg']}")
+    return "\n".join(lines)

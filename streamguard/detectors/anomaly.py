@@ -1,0 +1,111 @@
+"""Per-event anomaly scoring with half-space trees over the shared streaming features.
+
+The forest sees a fixed, bounded view of each event (see ``FEATURE_LIMITS``): unknown
+values are filled with a neutral value so that a missing account age is not itself an
+anomaly. It learns only from kept events (the pipeline passes ``keep``).
+
+Two engines give the same scores: ``"numpy"`` (StreamGuard's vectorised forest, the
+default, see :mod:`streamguard.detectors.hst`) and ``"river"`` (River's own
+``HalfSpaceTrees``, one event at a time), kept selectable as the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from streamguard.detectors.base import Batch, Scores
+
+# feature -> (low, high, fill for unknown); values are clipped into [low, high].
+FEATURE_LIMITS: dict[str, tuple[float, float, float]] = {
+    "rating_dev": (-4.0, 4.0, 0.0),
+    "item_gap_log": (0.0, 16.0, 16.0),
+    "account_age_log": (0.0, 8.0, 5.0),
+    "account_count_log": (0.0, 10.0, 3.0),
+    "account_rate_log": (0.0, 6.0, 0.7),
+    "account_extreme_share": (0.0, 1.0, 0.3),
+}
+
+
+def anomaly_matrix(batch: Batch) -> np.ndarray:
+    """The forest's input columns, derived from the batch features, clipped and filled."""
+    f = batch.features
+    raw = {
+        "rating_dev": f["rating_dev"],
+        "item_gap_log": f["item_gap_log"],
+        "account_age_log": np.log1p(f["account_age_days"]),
+        "account_count_log": f["account_count_log"],
+        "account_rate_log": np.log1p(f["account_rate_1h"]),
+        "account_extreme_share": f["account_extreme_share"],
+    }
+    cols = []
+    for name, (low, high, fill) in FEATURE_LIMITS.items():
+        col = np.where(np.isnan(raw[name]), fill, raw[name])
+        cols.append(np.clip(col, low, high))
+    return np.column_stack(cols) if cols else np.zeros((len(batch), 0))
+
+
+class HalfSpaceAnomalyDetector:
+    """Half-space-tree anomaly score for every event."""
+
+    name = "anomaly"
+
+    def __init__(
+        self,
+        n_trees: int = 10,
+        height: int = 8,
+        window_size: int = 250,
+        seed: int = 42,
+        engine: Literal["numpy", "river"] = "numpy",
+    ) -> None:
+        if engine not in ("numpy", "river"):
+            raise ValueError(f"engine must be 'numpy' or 'river', got {engine!r}")
+        self.n_trees = n_trees
+        self.height = height
+        self.window_size = window_size
+        self.seed = seed
+        self.engine = engine
+        limits: dict[Any, tuple[float, float]] = {name: (low, high) for name, (low, high, _) in FEATURE_LIMITS.items()}
+        self._features = tuple(FEATURE_LIMITS)
+        self._model: Any
+        if engine == "river":
+            from river.anomaly import HalfSpaceTrees
+
+            self._model = HalfSpaceTrees(n_trees, height, window_size, limits, seed)
+        else:
+            from streamguard.detectors.hst import HalfSpaceForest
+
+            self._model = HalfSpaceForest(
+                self._features, n_trees, height, window_size, limits, seed
+            )
+
+    def score_batch(self, batch: Batch) -> Scores:
+        X = anomaly_matrix(batch)
+        if self.engine == "numpy":
+            scores = self._model.score_many(X)
+        else:
+            scores = np.array([self._model.score_one(self._row(x)) for x in X])
+        details = [self._explain(X[i]) if s > 0.8 else None for i, s in enumerate(scores)]
+        return Scores(np.asarray(scores, dtype=np.float64), details)
+
+    def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:
+        X = anomaly_matrix(batch)
+        if self.engine == "numpy":
+            self._model.learn_many(X, keep)
+        else:
+            for x, kept in zip(X, keep, strict=True):
+                if kept:
+                    self._model.learn_one(self._row(x))
+
+    def _row(self, x: np.ndarray) -> dict[str, float]:
+        return dict(zip(self._features, x.tolist(), strict=True))
+
+    def _explain(self, x: np.ndarray) -> str:
+        """Name the features furthest from their neutral value: what made it unusual."""
+        spans = [
+            (abs(v - fill) / (high - low), name, v)
+            for v, (name, (low, high, fill)) in zip(x, FEATURE_LIMITS.items(), strict=True)
+        ]
+        top = sorted(spans, reverse=True)[:2]
+        return "unusual " + ", ".join(f"{name}={v:.2f}" for _, name, v in top)

@@ -1,0 +1,98 @@
+"""The one small protocol every detector follows.
+
+A detector sees a micro-batch (one tick of the pipeline) twice:
+
+1. ``score_batch(batch)`` returns a suspicion score in [0, 1] per event, computed from
+   the detector's state as it was at the start of the tick, plus a human-readable detail
+   for the events it finds suspicious. It must not change state that later scores read.
+2. ``learn_batch(batch, keep)`` updates state, learning only from events with
+   ``keep[i]`` true: StreamGuard never learns from what it quarantines, so a burst of
+   poison cannot become the new normal (River's ``protect_anomaly_detector`` idea).
+
+Detectors that find groups (campaigns) also return ``flagged_accounts``: accounts whose
+earlier events already released to the clean topic must be revoked.
+
+State must be picklable (checkpoints) and bounded (expiry), and the batch path must give
+the same result as feeding the same ticks one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from streamguard.events import FeedbackEvent
+
+KIND_CODES = {"rating": 0, "review": 1, "label": 2, "vote": 3}
+
+
+@dataclass(slots=True)
+class Batch:
+    """The valid events of one tick, with the columns detectors share.
+
+    ``features`` holds named float64 columns drawn from streaming state *before* this
+    tick's learning (see :mod:`streamguard.features`); NaN means unknown.
+    """
+
+    events: Sequence[FeedbackEvent]
+    ts: np.ndarray
+    rating: np.ndarray  # NaN where the event has no rating
+    kind: np.ndarray  # int8 codes from KIND_CODES
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @classmethod
+    def of(cls, events: Sequence[FeedbackEvent]) -> Batch:
+        n = len(events)
+        ts = np.fromiter((e.ts for e in events), dtype=np.float64, count=n)
+        rating = np.fromiter(
+            (np.nan if e.rating is None else e.rating for e in events), dtype=np.float64, count=n
+        )
+        kind = np.fromiter((KIND_CODES[e.kind] for e in events), dtype=np.int8, count=n)
+        return cls(events=events, ts=ts, rating=rating, kind=kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A group finding: this account belongs to a campaign; revoke its recent releases."""
+
+    account_id: str
+    campaign_id: str
+    detail: str
+    score: float = 1.0
+    since_ts: float = float("-inf")
+
+
+@dataclass(slots=True)
+class Scores:
+    """What a detector says about a batch."""
+
+    scores: np.ndarray  # float64 in [0, 1], one per event
+    details: list[str | None]  # why, for events worth explaining; None elsewhere
+    campaign_ids: list[str | None] | None = None
+    flagged_accounts: list[Flag] = field(default_factory=list)
+
+    @classmethod
+    def quiet(cls, n: int) -> Scores:
+        return cls(np.zeros(n), [None] * n)
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Anything with a name that scores a batch and learns from the kept part of it."""
+
+    name: str
+
+    def score_batch(self, batch: Batch) -> Scores: ...
+
+    def learn_batch(self, batch: Batch, keep: np.ndarray) -> None: ...
+
+
+def squash(x: np.ndarray, scale: float) -> np.ndarray:
+    """Map a non-negative evidence measure to [0, 1) smoothly: 1 - exp(-x / scale)."""
+    return -np.expm1(-np.maximum(x, 0.0) / scale)

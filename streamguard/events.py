@@ -1,0 +1,198 @@
+"""The event contract (DESIGN.md section 2) and the verdicts StreamGuard gives.
+
+Parsing never raises: :func:`parse_event` turns any raw message value into either a
+validated :class:`FeedbackEvent` or an :class:`InvalidEvent` whose ``error`` says what is
+wrong, so the dead-letter path is an ordinary value, not an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MAX_TEXT_CHARS = 20_000
+MAX_ID_CHARS = 128
+# Event times before 1990 or after 2200 are almost surely unit mistakes (ms instead of s).
+MIN_EPOCH = 631_152_000.0
+MAX_EPOCH = 7_258_118_400.0
+
+Kind = Literal["rating", "review", "label", "vote"]
+
+
+def to_epoch(value: Any) -> float:
+    """RFC 3339 string or epoch seconds to epoch seconds; raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be RFC 3339 or epoch seconds, not a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"timestamp {value[:40]!r} is not RFC 3339") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"timestamp {value[:40]!r} has no time zone offset")
+        seconds = parsed.timestamp()
+    else:
+        raise ValueError("timestamp must be RFC 3339 or epoch seconds")
+    if not math.isfinite(seconds) or not MIN_EPOCH <= seconds <= MAX_EPOCH:
+        raise ValueError(f"timestamp {seconds!r} is outside 1990..2200 (epoch seconds expected)")
+    return seconds
+
+
+class FeedbackEvent(BaseModel):
+    """One feedback event. Unknown fields are kept (``extra='allow'``) and passed through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    event_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    ts: float
+    kind: Kind
+    account_id: str = Field(min_length=1, max_length=256)
+    item_id: str = Field(min_length=1, max_length=256)
+    rating: float | None = None
+    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    label: str | None = Field(default=None, min_length=1, max_length=256)
+    account_created_at: float | None = None
+    ip: str | None = None
+    device_id: str | None = None
+    attrs: dict[str, Any] | None = None
+
+    @field_validator("ts", "account_created_at", mode="before")
+    @classmethod
+    def _epoch(cls, value: Any) -> Any:
+        return None if value is None else to_epoch(value)
+
+    @field_validator("event_id", "account_id", "item_id", "label", "ip", "device_id", mode="before")
+    @classmethod
+    def _strict_str(cls, value: Any) -> Any:
+        # Pydantic would coerce nothing here anyway, but say plainly what was expected.
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"must be a string, got {type(value).__name__}")
+        return value
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (value is not None and not isinstance(value, int | float)):
+            raise ValueError(f"must be a number, got {type(value).__name__}")
+        return value
+
+    @model_validator(mode="after")
+    def _required_by_kind(self) -> FeedbackEvent:
+        if self.kind in ("rating", "review") and self.rating is None:
+            raise ValueError(f"a {self.kind} event needs 'rating'")
+        if self.kind == "review" and not self.text:
+            raise ValueError("a review event needs non-empty 'text'")
+        if self.kind in ("label", "vote") and self.label is None:
+            raise ValueError(f"a {self.kind} event needs 'label'")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class RatingScale:
+    """The configured rating scale; ratings outside it are contract violations."""
+
+    low: float = 1.0
+    high: float = 5.0
+
+    def check(self, event: FeedbackEvent) -> str | None:
+        if event.rating is not None and not self.low <= event.rating <= self.high:
+            return f"rating {event.rating} is outside the scale {self.low:g}..{self.high:g}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    """A message that failed the contract; ``error`` is meant for a person to read."""
+
+    error: str
+    error_class: str
+    event_id: str | None = None
+
+
+def parse_event(
+    raw: bytes | None, scale: RatingScale = RatingScale()
+) -> FeedbackEvent | InvalidEvent:
+    """Validate one raw message value; never raises."""
+    if raw is None:
+        return InvalidEvent("message has no value (null)", "empty")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return InvalidEvent(f"not valid UTF-8 JSON: {exc}", "json")
+    if not isinstance(obj, dict):
+        return InvalidEvent(f"expected a JSON object, got {type(obj).__name__}", "json")
+    event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
+    try:
+        event = FeedbackEvent.model_validate(obj)
+    except ValidationError as exc:
+        return InvalidEvent(_describe(exc), "contract", event_id)
+    except (ValueError, TypeError, RecursionError) as exc:  # pragma: no cover - defensive
+        return InvalidEvent(f"invalid event: {exc}", "contract", event_id)
+    problem = scale.check(event)
+    if problem:
+        return InvalidEvent(problem, "range", event.event_id)
+    return event
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class Action(StrEnum):
+    CLEAN = "clean"
+    QUARANTINE = "quarantine"
+    DLQ = "dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a detector found an event suspicious, in words a reviewer can act on."""
+
+    detector: str
+    score: float
+    detail: str
+    threshold: float | None = None
+    campaign_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "detector": self.detector,
+            "score": round(self.score, 6),
+            "detail": self.detail,
+        }
+        if self.threshold is not None:
+            out["threshold"] = round(self.threshold, 6)
+        if self.campaign_id is not None:
+            out["campaign_id"] = self.campaign_id
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision for one event: the action, a suspicion score in [0, 1], the reasons."""
+
+    action: Action
+    score: float
+    reasons: tuple[Reason, ...] = ()
+    retroactive: bool = False
+    detector_scores: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action.value,
+            "score": round(self.score, 6),
+            "reasons": [r.to_dict() for r in self.reasons],
+            "retroactive": self.retroactive,
+        }

@@ -1,0 +1,206 @@
+"""Per-account and per-item streaming state, and the features detectors read from it.
+
+Two kinds of state, on purpose:
+
+- *Observed* state (what an account did, how often an item is touched) counts every valid
+  event, quarantined or not: an attacker's activity is exactly what it must describe.
+- *Learned* baselines (an item's rating mean and spread) only learn from kept events, so
+  poison cannot move the baseline it is measured against.
+
+State is bounded: both tables are LRU maps with a size cap, and entries idle for longer
+than ``ttl_seconds`` of event time are expired, so memory stays flat as accounts grow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from streamguard.detectors.base import Batch
+from streamguard.events import FeedbackEvent
+
+FEATURE_NAMES = (
+    "rating_dev",
+    "item_count_log",
+    "item_gap_log",
+    "account_age_days",
+    "account_count_log",
+    "account_rate_1h",
+    "account_extreme_share",
+    "account_entropy",
+    "text_len_log",
+)
+_HOUR = 3600.0
+_MIN_ITEM_HISTORY = 5
+
+
+V = TypeVar("V")
+
+
+class LRUTable(Generic[V]):
+    """A dict with a size cap: touching moves a key to the back, the front is evicted."""
+
+    def __init__(self, max_size: int) -> None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be >= 1, got {max_size}")
+        self.max_size = max_size
+        self._data: dict[str, V] = {}
+
+    def get(self, key: str) -> V | None:
+        value = self._data.pop(key, None)
+        if value is not None:
+            self._data[key] = value
+        return value
+
+    def put(self, key: str, value: V) -> None:
+        self._data.pop(key, None)
+        self._data[key] = value
+        if len(self._data) > self.max_size:
+            del self._data[next(iter(self._data))]
+
+    def expire(self, is_stale: Callable[[V], bool]) -> int:
+        """Drop entries from the front (least recently used) while ``is_stale(value)``."""
+        dropped = 0
+        while self._data:
+            key = next(iter(self._data))
+            if not is_stale(self._data[key]):
+                break
+            del self._data[key]
+            dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def items(self) -> Iterator[tuple[str, V]]:
+        return iter(self._data.items())
+
+
+class AccountState:
+    __slots__ = ("count", "created", "last_ts", "rate", "hist", "n_rated")
+
+    def __init__(self, created: float | None, ts: float) -> None:
+        self.count = 0
+        self.created = created
+        self.last_ts = ts
+        self.rate = 0.0  # events in the last hour, exponentially decayed
+        self.hist = [0, 0, 0, 0, 0]  # rating histogram over the scale, 5 bins
+        self.n_rated = 0
+
+
+class ItemState:
+    __slots__ = ("count", "last_ts", "n", "mean", "m2")
+
+    def __init__(self, ts: float) -> None:
+        self.count = 0
+        self.last_ts = ts
+        self.n = 0  # learned (kept) ratings
+        self.mean = 0.0
+        self.m2 = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    rating_low: float = 1.0
+    rating_high: float = 5.0
+    max_accounts: int = 1_000_000
+    max_items: int = 200_000
+    ttl_seconds: float = 30 * 86400.0
+
+
+class FeatureState:
+    """Streaming state behind the shared feature columns of a :class:`Batch`."""
+
+    def __init__(self, config: FeatureConfig = FeatureConfig()) -> None:
+        self.config = config
+        self.accounts: LRUTable[AccountState] = LRUTable(config.max_accounts)
+        self.items: LRUTable[ItemState] = LRUTable(config.max_items)
+        self.watermark = float("-inf")
+
+    def extract(self, batch: Batch) -> None:
+        """Fill ``batch.features`` and update the observed state, event by event."""
+        n = len(batch)
+        cols = {name: np.full(n, np.nan) for name in FEATURE_NAMES}
+        for i, event in enumerate(batch.events):
+            self._observe(i, event.ts, event, cols)
+        batch.features.update(cols)
+        self._expire(float(batch.ts.max()) if n else self.watermark)
+
+    def _observe(self, i: int, ts: float, e: FeedbackEvent, cols: dict[str, np.ndarray]) -> None:
+        acc = self.accounts.get(e.account_id)
+        if acc is None:
+            acc = AccountState(e.account_created_at, ts)
+            self.accounts.put(e.account_id, acc)
+        item = self.items.get(e.item_id)
+        if item is None:
+            item = ItemState(ts)
+            self.items.put(e.item_id, item)
+        else:
+            cols["item_gap_log"][i] = math.log1p(max(ts - item.last_ts, 0.0))
+        rating = e.rating
+        if rating is not None and item.n >= _MIN_ITEM_HISTORY:
+            std = math.sqrt(item.m2 / (item.n - 1))
+            cols["rating_dev"][i] = (rating - item.mean) / max(std, 0.5)
+        cols["item_count_log"][i] = math.log1p(item.count)
+        item.count += 1
+        item.last_ts = max(item.last_ts, ts)
+
+        created = acc.created if acc.created is not None else e.account_created_at
+        acc.created = created
+        if created is not None:
+            cols["account_age_days"][i] = max(ts - created, 0.0) / 86400.0
+        dt = max(ts - acc.last_ts, 0.0)
+        acc.rate = acc.rate * math.exp(-dt / _HOUR) + 1.0
+        acc.last_ts = max(acc.last_ts, ts)
+        acc.count += 1
+        if rating is not None:
+            acc.hist[self._bin(rating)] += 1
+            acc.n_rated += 1
+        cols["account_count_log"][i] = math.log1p(acc.count)
+        cols["account_rate_1h"][i] = acc.rate
+        if acc.n_rated:
+            cols["account_extreme_share"][i] = (acc.hist[0] + acc.hist[4]) / acc.n_rated
+            cols["account_entropy"][i] = _entropy(acc.hist, acc.n_rated)
+        text = e.text
+        if text:
+            cols["text_len_log"][i] = math.log1p(len(text))
+
+    def _bin(self, rating: float) -> int:
+        low, high = self.config.rating_low, self.config.rating_high
+        pos = (rating - low) / (high - low) if high > low else 0.0
+        return min(4, max(0, int(pos * 5)))
+
+    def learn(self, batch: Batch, keep: np.ndarray) -> None:
+        """Update the learned item baselines from kept rated events (Welford)."""
+        for event, kept in zip(batch.events, keep, strict=True):
+            if not kept or event.rating is None:
+                continue
+            item = self.items.get(event.item_id)
+            if item is None:
+                continue
+            item.n += 1
+            delta = event.rating - item.mean
+            item.mean += delta / item.n
+            item.m2 += delta * (event.rating - item.mean)
+
+    def _expire(self, now: float) -> None:
+        self.watermark = max(self.watermark, now)
+        horizon = self.watermark - self.config.ttl_seconds
+        self.accounts.expire(lambda a: a.last_ts < horizon)
+        self.items.expire(lambda it: it.last_ts < horizon)
+
+
+def _entropy(hist: list[int], total: int) -> float:
+    h = 0.0
+    for c in hist:
+        if c:
+            p = c / total
+            h -= p * math.log(p)
+    return h

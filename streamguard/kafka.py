@@ -1,0 +1,231 @@
+"""The thin Kafka edge: consume a tick, publish its outcomes, commit its offsets.
+
+Ordering rules, enforced in :meth:`KafkaSink.commit`:
+
+exactly-once (default)
+  1. begin a transaction;
+  2. send every output (clean, quarantine, dlq, tombstones) inside it;
+  3. add the tick's next offsets to the same transaction;
+  4. commit the transaction. Consumers of the outputs read with
+     ``isolation_level=read_committed`` and see a tick's outputs all or not at all.
+
+at-least-once
+  1. send every output; 2. flush and wait for every acknowledgement; 3. only then commit
+  the offsets. A crash between 2 and 3 repeats a tick's outputs, it never loses one.
+
+A failed commit is retried with the *same* outputs (the tick is not re-scored, so detector
+state never learns an event twice) with exponential backoff, until it succeeds or the
+deadline derived from ``max_poll_interval_ms`` passes; then the caller rewinds the
+partitions to their committed offsets and polls again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from streamguard.config import KafkaSettings
+from streamguard.events import Action
+from streamguard.pipeline import SourceRecord, TickResult, dlq_message, quarantine_message
+
+log = logging.getLogger(__name__)
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Options shared by every client: where the brokers are and how to authenticate."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+        "reconnect_backoff_max_ms": 5_000,
+    }
+    if settings.sasl_mechanism:
+        opts["sasl_mechanism"] = settings.sasl_mechanism
+        opts["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            opts["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return opts
+
+
+def make_consumer(settings: KafkaSettings) -> KafkaConsumer:
+    return KafkaConsumer(
+        group_id=settings.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=settings.max_poll_records,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 100),
+        **client_options(settings),
+    )
+
+
+def make_producer(settings: KafkaSettings, transactional_id: str | None) -> KafkaProducer:
+    opts: dict[str, Any] = {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "retries": 2**31 - 1,
+        "max_in_flight_requests_per_connection": 5,
+        **client_options(settings),
+    }
+    if transactional_id:
+        opts["transactional_id"] = transactional_id
+    producer = KafkaProducer(**opts)
+    if transactional_id:
+        producer.init_transactions()
+    return producer
+
+
+def to_source_records(polled: dict[TopicPartition, list[Any]]) -> list[SourceRecord]:
+    """Flatten one poll into records, partition by partition, each in offset order."""
+    records = []
+    for tp in sorted(polled, key=lambda t: (t.topic, t.partition)):
+        for m in polled[tp]:
+            records.append(SourceRecord(m.value, m.topic, m.partition, m.offset))
+    return records
+
+
+def next_offsets(records: Sequence[SourceRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The offsets to commit after a tick: one past the last record of each partition."""
+    last: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        last[tp] = max(last.get(tp, -1), r.offset)
+    return {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+
+
+def output_messages(result: TickResult, settings: KafkaSettings) -> list[Message]:
+    """Every message a tick publishes, in input order, revocations last."""
+    out = []
+    for o in result.outcomes:
+        value = o.record.value
+        if o.action is Action.DLQ:
+            assert o.error is not None
+            out.append(Message(settings.dlq_topic, None, dlq_message(o.record, o.error)))
+            continue
+        assert o.event is not None and o.verdict is not None and value is not None
+        key = o.event.event_id.encode()
+        if o.action is Action.CLEAN:
+            out.append(Message(settings.clean_topic, key, value))
+        else:
+            out.append(
+                Message(settings.quarantine_topic, key, quarantine_message(value, o.verdict))
+            )
+    for rev in result.revocations:
+        key = rev.event_id.encode()
+        out.append(Message(settings.clean_topic, key, None))
+        out.append(
+            Message(settings.quarantine_topic, key, quarantine_message(rev.value, rev.verdict))
+        )
+    return out
+
+
+class CommitAbandoned(Exception):
+    """Retrying the commit took too long; rewind to the committed offsets and poll again."""
+
+
+class KafkaSink:
+    """Publishes a tick's outputs and commits its offsets, exactly once by default."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        consumer: KafkaConsumer,
+        producer_factory: Callable[[], KafkaProducer],
+        on_error: Callable[[Exception], None] = lambda exc: None,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer_factory = producer_factory
+        self.producer = producer_factory()
+        self.on_error = on_error
+        self.transactional = settings.guarantee == "exactly_once"
+
+    def commit(self, result: TickResult, records: Sequence[SourceRecord]) -> None:
+        """Publish and commit, retrying with backoff; raises CommitAbandoned at the deadline."""
+        messages = output_messages(result, self.settings)
+        offsets = next_offsets(records)
+        deadline = time.monotonic() + self.settings.max_poll_interval_ms / 2000.0
+        backoff = 0.1
+        while True:
+            try:
+                self._publish(messages, offsets)
+                return
+            except KafkaError as exc:
+                self.on_error(exc)
+                log.warning("commit failed, retrying in %.1fs: %r", backoff, exc)
+                self._reset_producer()
+                if time.monotonic() + backoff > deadline:
+                    raise CommitAbandoned(str(exc)) from exc
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+
+    def _publish(
+        self, messages: list[Message], offsets: dict[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        timeout = self.settings.request_timeout_ms / 1000.0
+        if self.transactional:
+            self.producer.begin_transaction()
+            for m in messages:
+                self.producer.send(m.topic, key=m.key, value=m.value)
+            if offsets:
+                self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+            self.producer.commit_transaction()
+            return
+        futures = [self.producer.send(m.topic, key=m.key, value=m.value) for m in messages]
+        self.producer.flush(timeout=timeout)
+        for f in futures:
+            f.get(timeout=timeout)
+        if offsets:
+            self.consumer.commit(offsets)
+
+    def _reset_producer(self) -> None:
+        """After a failure the producer may be in an abortable or fatal state: start afresh."""
+        with contextlib.suppress(Exception):  # best effort before replacing it
+            if self.transactional:
+                self.producer.abort_transaction()
+        with contextlib.suppress(Exception):
+            self.producer.close(timeout=1)
+        try:
+            self.producer = self.producer_factory()
+        except KafkaError as exc:
+            log.warning("could not recreate the producer yet: %r", exc)
+
+    def close(self) -> None:
+        self.producer.flush()
+        self.producer.close()
+
+
+class CommitOnRevoke(ConsumerRebalanceListener):
+    """Rebalance hooks. The loop commits every tick before it polls again, so when
+    partitions are revoked (which only happens inside ``poll``) nothing processed is left
+    uncommitted; the hooks record what moved and let the service react (checkpoints)."""
+
+    def __init__(self, on_change: Callable[[str, list[TopicPartition]], None]) -> None:
+        self.on_change = on_change
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+        self.on_change("revoked", list(revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
+        self.on_change("assigned", list(assigned))

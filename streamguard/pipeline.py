@@ -1,0 +1,281 @@
+"""The core: one tick (a micro-batch of raw records) in, one outcome per record out.
+
+No I/O happens here, so the same core runs from Kafka, from a file and from the built-in
+simulator, and is tested without a broker. A tick is processed in six steps:
+
+1. parse and validate every record; failures become dead-letter outcomes, never exceptions;
+2. draw the shared features from streaming state (:mod:`streamguard.features`);
+3. every detector scores the tick from its state as it was at the tick's start;
+4. the policy turns scores into verdicts with reasons;
+5. detectors, features and calibration learn from the kept events only;
+6. accounts that a detector flagged as campaign members have their recent clean
+   releases revoked (the Kafka edge publishes tombstones for them).
+
+A detector that raises on some input does not stop the stream: the tick is re-scored one
+event at a time for that detector and the events it cannot handle go to the dead-letter
+topic as ``detector_error`` (a poison record must not block its partition).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+
+from streamguard.detectors.base import Batch, Detector, Flag, Scores
+from streamguard.events import (
+    Action,
+    FeedbackEvent,
+    InvalidEvent,
+    RatingScale,
+    Reason,
+    Verdict,
+    parse_event,
+)
+from streamguard.features import FeatureState, LRUTable
+from streamguard.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """A raw input message and where it came from (Kafka coordinates or a file line)."""
+
+    value: bytes | None
+    topic: str = ""
+    partition: int = 0
+    offset: int = -1
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The fate of one input record: exactly one of clean, quarantine or dlq."""
+
+    record: SourceRecord
+    action: Action
+    event: FeedbackEvent | None = None
+    verdict: Verdict | None = None
+    error: InvalidEvent | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """An event released clean earlier that a later finding pulled back."""
+
+    event_id: str
+    account_id: str
+    item_id: str
+    ts: float
+    value: bytes
+    verdict: Verdict
+
+
+@dataclass(slots=True)
+class TickResult:
+    outcomes: list[Outcome]
+    revocations: list[Revocation] = field(default_factory=list)
+
+
+class Release(NamedTuple):
+    event_id: str
+    item_id: str
+    ts: float
+    value: bytes
+
+
+class ReleaseLog:
+    """Recent clean releases per account, so a late campaign finding can revoke them.
+
+    Bounded three ways: accounts (LRU), releases per account, and age in event time.
+    """
+
+    def __init__(self, max_accounts: int, per_account: int, window_seconds: float) -> None:
+        self.table: LRUTable[deque[Release]] = LRUTable(max_accounts)
+        self.per_account = per_account
+        self.window_seconds = window_seconds
+
+    def record(self, event: FeedbackEvent, value: bytes) -> None:
+        releases = self.table.get(event.account_id)
+        if releases is None:
+            releases = deque(maxlen=self.per_account)
+            self.table.put(event.account_id, releases)
+        releases.append(Release(event.event_id, event.item_id, event.ts, value))
+
+    def take(self, account_id: str, since_ts: float, now: float) -> list[Release]:
+        """Remove and return the account's releases since ``since_ts`` within the window."""
+        releases = self.table.get(account_id)
+        if not releases:
+            return []
+        horizon = max(since_ts, now - self.window_seconds)
+        taken = [r for r in releases if r.ts >= horizon]
+        releases.clear()
+        return taken
+
+
+class Pipeline:
+    """Feedback events in, verdicts out, one micro-batch at a time."""
+
+    def __init__(
+        self,
+        detectors: Sequence[Detector],
+        policy: Policy,
+        features: FeatureState | None = None,
+        scale: RatingScale = RatingScale(),
+        releases: ReleaseLog | None = None,
+    ) -> None:
+        names = [d.name for d in detectors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"detector names must be unique, got {names}")
+        self.detectors = list(detectors)
+        self.policy = policy
+        self.features = features or FeatureState()
+        self.scale = scale
+        self.releases = releases or ReleaseLog(200_000, 64, 30 * 86400.0)
+        self.events_seen = 0
+
+    def process(self, records: Sequence[SourceRecord]) -> TickResult:
+        parsed = [parse_event(r.value, self.scale) for r in records]
+        valid = [i for i, p in enumerate(parsed) if isinstance(p, FeedbackEvent)]
+        events: list[FeedbackEvent] = [parsed[i] for i in valid]  # type: ignore[misc]
+        batch = Batch.of(events)
+        self.features.extract(batch)
+        outputs, broken = self._score(batch)
+        verdicts = self.policy.decide(outputs, len(batch))
+        keep = np.fromiter(
+            (v.action is Action.CLEAN for v in verdicts), dtype=bool, count=len(batch)
+        )
+        keep &= ~broken
+        self._learn(batch, keep, outputs, verdicts)
+        outcomes = self._outcomes(records, parsed, valid, verdicts, broken, outputs)
+        self.events_seen += len(records)
+        revocations = self._revoke(outputs, batch)
+        self._record_releases(outcomes)
+        return TickResult(outcomes, revocations)
+
+    def _score(self, batch: Batch) -> tuple[dict[str, Scores], np.ndarray]:
+        broken = np.zeros(len(batch), dtype=bool)
+        outputs = {}
+        for detector in self.detectors:
+            try:
+                outputs[detector.name] = detector.score_batch(batch)
+            except Exception:
+                log.exception(
+                    "detector %s failed on a batch; isolating the poison record", detector.name
+                )
+                outputs[detector.name] = self._score_one_by_one(detector, batch, broken)
+        return outputs, broken
+
+    def _score_one_by_one(self, detector: Detector, batch: Batch, broken: np.ndarray) -> Scores:
+        result = Scores.quiet(len(batch))
+        for i in range(len(batch)):
+            single = _slice(batch, i)
+            try:
+                one = detector.score_batch(single)
+            except Exception:
+                broken[i] = True
+                continue
+            result.scores[i] = one.scores[0]
+            result.details[i] = one.details[0]
+        return result
+
+    def _learn(
+        self, batch: Batch, keep: np.ndarray, outputs: dict[str, Scores], verdicts: list[Verdict]
+    ) -> None:
+        self.features.learn(batch, keep)
+        for detector in self.detectors:
+            try:
+                detector.learn_batch(batch, keep)
+            except Exception:
+                log.exception(
+                    "detector %s failed to learn; skipping this tick for it", detector.name
+                )
+        self.policy.learn(outputs, verdicts)
+
+    def _outcomes(
+        self,
+        records: Sequence[SourceRecord],
+        parsed: list[FeedbackEvent | InvalidEvent],
+        valid: list[int],
+        verdicts: list[Verdict],
+        broken: np.ndarray,
+        outputs: dict[str, Scores],
+    ) -> list[Outcome]:
+        position = {record_index: j for j, record_index in enumerate(valid)}
+        outcomes = []
+        for i, (record, result) in enumerate(zip(records, parsed, strict=True)):
+            if isinstance(result, InvalidEvent):
+                outcomes.append(Outcome(record, Action.DLQ, error=result))
+                continue
+            j = position[i]
+            if broken[j]:
+                failed = [name for name in outputs]  # the detector set that could not score it
+                error = InvalidEvent(
+                    f"a detector failed on this event ({', '.join(failed)})",
+                    "detector_error",
+                    result.event_id,
+                )
+                outcomes.append(Outcome(record, Action.DLQ, event=result, error=error))
+                continue
+            outcomes.append(Outcome(record, verdicts[j].action, result, verdicts[j]))
+        return outcomes
+
+    def _revoke(self, outputs: dict[str, Scores], batch: Batch) -> list[Revocation]:
+        flags: list[tuple[str, Flag]] = [
+            (name, flag) for name, out in outputs.items() for flag in out.flagged_accounts
+        ]
+        now = float(batch.ts.max()) if len(batch) else self.features.watermark
+        revocations = []
+        for name, flag in flags:
+            reason = Reason(name, flag.score, f"retroactive: {flag.detail}", None, flag.campaign_id)
+            verdict = Verdict(Action.QUARANTINE, flag.score, (reason,), retroactive=True)
+            for r in self.releases.take(flag.account_id, flag.since_ts, now):
+                revocations.append(
+                    Revocation(r.event_id, flag.account_id, r.item_id, r.ts, r.value, verdict)
+                )
+        return revocations
+
+    def _record_releases(self, outcomes: Iterable[Outcome]) -> None:
+        for o in outcomes:
+            if o.action is Action.CLEAN and o.event is not None and o.record.value is not None:
+                self.releases.record(o.event, o.record.value)
+
+
+def _slice(batch: Batch, i: int) -> Batch:
+    return Batch(
+        events=[batch.events[i]],
+        ts=batch.ts[i : i + 1],
+        rating=batch.rating[i : i + 1],
+        kind=batch.kind[i : i + 1],
+        features={k: v[i : i + 1] for k, v in batch.features.items()},
+    )
+
+
+def quarantine_message(event_value: bytes, verdict: Verdict) -> bytes:
+    """The quarantine topic's value: the original event, unchanged, and the verdict."""
+    return orjson.dumps({"event": orjson.Fragment(event_value), "verdict": verdict.to_dict()})
+
+
+def dlq_message(record: SourceRecord, error: InvalidEvent) -> bytes:
+    """The dead-letter value: the raw input (nothing is lost), the reason and its origin."""
+    raw = record.value or b""
+    body: dict[str, Any] = {
+        "raw": raw.decode("utf-8", errors="replace"),
+        "error": error.error,
+        "error_class": error.error_class,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+    if record.value is None:
+        body["raw"] = None
+    elif body["raw"].encode("utf-8") != raw:
+        import base64
+
+        body["raw_base64"] = base64.b64encode(raw).decode("ascii")
+    return orjson.dumps(body)

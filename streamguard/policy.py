@@ -1,0 +1,144 @@
+"""Turn detector scores into verdicts.
+
+Two kinds of detector feed the policy:
+
+- *calibrated* detectors (anomaly scores, drift) give a raw score whose scale means
+  nothing by itself. Their threshold is the online (1 - q) quantile of their recent
+  scores, where q is this detector's share of the target quarantine rate on benign
+  traffic (default 1% in all), over a long window so that a burst cannot move it much.
+  Nothing is hand-tuned per data set; until a detector has seen ``warmup`` events it
+  cannot quarantine.
+- *decisive* detectors (a campaign, a trigger phrase) report findings: a score of 0.5 or
+  more is a decision, and the score passes through unchanged.
+
+Every score is mapped to a common suspicion scale where 0.5 is "at the threshold", so the
+event's overall score (the maximum) ranks events across detectors, and an event is
+quarantined exactly when that score reaches 0.5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamguard.detectors.base import Scores
+from streamguard.events import Action, Reason, Verdict
+
+DECISION = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    target_quarantine_rate: float = 0.01
+    warmup: int = 1_000
+    calibration_window: int = 50_000
+    min_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_quarantine_rate < 0.5:
+            raise ValueError("target_quarantine_rate must be in (0, 0.5)")
+        if self.warmup < 10 or self.calibration_window < self.warmup:
+            raise ValueError("need 10 <= warmup <= calibration_window")
+
+
+class OnlineQuantile:
+    """The (1 - q) quantile of the last ``window`` values pushed, in a numpy ring buffer."""
+
+    def __init__(self, q: float, window: int) -> None:
+        self.q = q
+        self.buffer = np.zeros(window)
+        self.size = 0
+        self.pos = 0
+
+    def push(self, values: np.ndarray) -> None:
+        values = values[-len(self.buffer) :]
+        end = self.pos + len(values)
+        if end <= len(self.buffer):
+            self.buffer[self.pos : end] = values
+        else:
+            split = len(self.buffer) - self.pos
+            self.buffer[self.pos :] = values[:split]
+            self.buffer[: end - len(self.buffer)] = values[split:]
+        self.pos = end % len(self.buffer)
+        self.size = min(len(self.buffer), self.size + len(values))
+
+    def value(self) -> float:
+        return float(np.quantile(self.buffer[: self.size], 1.0 - self.q))
+
+
+class Policy:
+    """Online-calibrated thresholds and the verdict for each event of a tick."""
+
+    def __init__(
+        self,
+        calibrated: Sequence[str],
+        decisive: Sequence[str],
+        config: PolicyConfig = PolicyConfig(),
+    ) -> None:
+        self.config = config
+        self.decisive = tuple(decisive)
+        share = config.target_quarantine_rate / max(len(calibrated), 1)
+        self.quantiles = {
+            name: OnlineQuantile(share, config.calibration_window) for name in calibrated
+        }
+        self.thresholds: dict[str, float] = {name: np.inf for name in calibrated}
+
+    def normalise(self, name: str, raw: np.ndarray) -> np.ndarray:
+        """Raw detector scores on the common scale (0.5 = this detector's threshold)."""
+        if name not in self.thresholds:
+            return np.clip(raw, 0.0, 1.0)
+        thr = self.thresholds[name]
+        if not np.isfinite(thr):
+            return np.clip(raw, 0.0, 1.0) * DECISION * 0.999  # warming up: rank, never decide
+        thr = max(thr, self.config.min_threshold, 1e-9)
+        below = DECISION * raw / thr
+        above = DECISION + DECISION * (raw - thr) / max(1.0 - thr, 1e-9)
+        return np.clip(np.where(raw < thr, below, above), 0.0, 1.0)
+
+    def decide(self, outputs: Mapping[str, Scores], n: int) -> list[Verdict]:
+        normalised = {name: self.normalise(name, out.scores) for name, out in outputs.items()}
+        if normalised:
+            matrix = np.vstack(list(normalised.values()))
+            overall = matrix.max(axis=0)
+        else:
+            overall = np.zeros(n)
+        verdicts = []
+        for i in range(n):
+            reasons = tuple(
+                self._reason(name, outputs[name], i, float(norm[i]))
+                for name, norm in normalised.items()
+                if norm[i] >= DECISION
+            )
+            action = Action.QUARANTINE if reasons else Action.CLEAN
+            scores = {name: float(outputs[name].scores[i]) for name in outputs}
+            verdicts.append(Verdict(action, float(overall[i]), reasons, detector_scores=scores))
+        return verdicts
+
+    def _reason(self, name: str, out: Scores, i: int, score: float) -> Reason:
+        threshold = self.thresholds.get(name)
+        detail = out.details[i] or f"{name} score {out.scores[i]:.3f}"
+        if threshold is not None:
+            detail = f"{detail} (raw {out.scores[i]:.3f} >= threshold {threshold:.3f})"
+        campaign = out.campaign_ids[i] if out.campaign_ids is not None else None
+        return Reason(name, score, detail, threshold, campaign)
+
+    def learn(self, outputs: Mapping[str, Scores], verdicts: Sequence[Verdict]) -> None:
+        """Feed this tick's raw scores to the calibrators and refresh the thresholds.
+
+        Events a decisive detector quarantined (campaign members, trigger carriers) are left
+        out: they are known poison, not the benign traffic the rate is meant for. Events a
+        calibrated detector quarantined stay in: dropping them would truncate the tail the
+        quantile is measured on, and the threshold would ratchet down tick after tick.
+        """
+        sample = np.fromiter(
+            (not any(r.detector in self.decisive for r in v.reasons) for v in verdicts),
+            dtype=bool,
+            count=len(verdicts),
+        )
+        for name, quantile in self.quantiles.items():
+            if name in outputs and sample.any():
+                quantile.push(outputs[name].scores[sample])
+            if quantile.size >= self.config.warmup:
+                self.thresholds[name] = quantile.value()

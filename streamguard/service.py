@@ -1,0 +1,212 @@
+"""``streamguard run``: the long-running consumer-group member.
+
+The loop is poll -> process -> commit, one tick at a time, so a tick is always committed
+before the next poll. That is what keeps rebalances safe (partitions are only revoked
+inside ``poll``) and what bounds the time between polls: a tick is at most
+``max_poll_records`` records, a few milliseconds of work, far below
+``max_poll_interval_ms`` even while a commit is being retried (the retry deadline is half
+of it).
+
+SIGTERM or Ctrl-C sets a flag; the current tick finishes, its outputs are committed, the
+clients close and the process exits 0. A broker that is down or goes away is retried with
+backoff while ``/readyz`` reports not-ready; no record is skipped, because offsets only
+move with committed outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from streamguard.config import Settings
+from streamguard.kafka import (
+    CommitAbandoned,
+    CommitOnRevoke,
+    KafkaSink,
+    make_consumer,
+    make_producer,
+    to_source_records,
+)
+from streamguard.metrics import Metrics
+from streamguard.pipeline import Pipeline, SourceRecord, TickResult
+from streamguard.probes import Liveness
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """One consumer-group member running the pipeline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        liveness: Liveness,
+        on_tick: Callable[[TickResult], None] = lambda result: None,
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.liveness = liveness
+        self.on_tick = on_tick
+        self.stopping = threading.Event()
+        self.consumer: KafkaConsumer | None = None
+        self.sink: KafkaSink | None = None
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info(
+                "received %s: finishing the current batch, then stopping",
+                signal.Signals(signum).name,
+            )
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> int:
+        self._connect()
+        try:
+            while not self.stopping.is_set():
+                self._tick()
+        finally:
+            self._close()
+        log.info("stopped cleanly")
+        return 0
+
+    def _connect(self) -> None:
+        """Create the clients, retrying with backoff until the brokers answer or we stop."""
+        k = self.settings.kafka
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                consumer = make_consumer(k)
+                consumer.subscribe([k.input_topic], listener=CommitOnRevoke(self._rebalanced))
+                self.sink = KafkaSink(k, consumer, self._new_producer, self._commit_error)
+                self.consumer = consumer
+                log.info(
+                    "connected to %s, group %s, topic %s",
+                    k.bootstrap_servers,
+                    k.group_id,
+                    k.input_topic,
+                )
+                return
+            except KafkaError as exc:
+                self.liveness.set_ready(False, f"cannot reach Kafka: {exc!r}")
+                self.liveness.beat()
+                log.warning("Kafka not reachable (%r); retrying in %.1fs", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, k.retry_backoff_max_s)
+
+    def _new_producer(self) -> KafkaProducer:
+        k = self.settings.kafka
+        # Stable across restarts, so a restarted member fences its own zombie and aborts
+        # its open transaction instead of leaving readers waiting for it to time out.
+        txn_id = f"{k.transactional_id_prefix}-{k.group_id}-{k.instance_id}"
+        return make_producer(k, txn_id if k.guarantee == "exactly_once" else None)
+
+    def _tick(self) -> None:
+        self.liveness.beat()
+        if self.consumer is None or self.sink is None:
+            return
+        try:
+            records = self._gather()
+        except KafkaError as exc:
+            self.liveness.set_ready(False, f"poll failed: {exc!r}")
+            log.warning("poll failed: %r", exc)
+            self.stopping.wait(1.0)
+            return
+        if not records:
+            self._update_readiness()
+            return
+        started = time.perf_counter()
+        result = self.pipeline.process(records)
+        self.metrics.observe_tick(result, time.perf_counter() - started)
+        committed = time.perf_counter()
+        try:
+            self.sink.commit(result, records)
+        except CommitAbandoned as exc:
+            log.error("giving up on this tick's commit (%s); rewinding to committed offsets", exc)
+            self._rewind({(r.topic, r.partition) for r in records})
+            return
+        self.metrics.commit_latency.observe(time.perf_counter() - committed)
+        self.on_tick(result)
+        self.liveness.set_ready(True)
+        self.metrics.ready.set(1)
+        self._observe_lag()
+
+    def _gather(self) -> list[SourceRecord]:
+        """One tick of records: what one poll returns, or, with ``tick_linger_ms``, polls
+        until ``max_poll_records`` are gathered or the linger time is up (fixed-size ticks
+        make a replay through Kafka score exactly like the in-process replay)."""
+        assert self.consumer is not None
+        k = self.settings.kafka
+        records: list[SourceRecord] = []
+        deadline = time.monotonic() + k.tick_linger_ms / 1000.0
+        while True:
+            want = k.max_poll_records - len(records)
+            polled = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=want)
+            records.extend(to_source_records(polled))
+            if len(records) >= k.max_poll_records or time.monotonic() >= deadline:
+                return records
+            if self.stopping.is_set():
+                return records
+
+    def _update_readiness(self) -> None:
+        assert self.consumer is not None
+        if self.consumer.assignment() and self.consumer.bootstrap_connected():
+            self.liveness.set_ready(True)
+            self.metrics.ready.set(1)
+        else:
+            self.liveness.set_ready(False, "no partitions assigned or no broker connection")
+            self.metrics.ready.set(0)
+
+    def _commit_error(self, exc: Exception) -> None:
+        self.metrics.commit_errors.inc()
+        self.metrics.ready.set(0)
+        self.liveness.set_ready(False, f"commit failing: {exc!r}")
+        self.liveness.beat()
+
+    def _rewind(self, partitions: set[tuple[str, int]]) -> None:
+        assert self.consumer is not None
+        for topic, partition in partitions:
+            tp = TopicPartition(topic, partition)
+            try:
+                committed = self.consumer.committed(tp)
+                if committed is None:
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, committed)
+            except (KafkaError, AssertionError, ValueError) as exc:
+                log.warning("could not rewind %s: %r", tp, exc)
+
+    def _observe_lag(self) -> None:
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(
+                    max(high - self.consumer.position(tp), 0)
+                )
+
+    def _rebalanced(self, what: str, partitions: list[TopicPartition]) -> None:
+        if what == "revoked":
+            self.metrics.lag.clear()  # lag of partitions we no longer own is not ours to report
+
+    def _close(self) -> None:
+        if self.sink is not None:
+            try:
+                self.sink.close()
+            except Exception:  # noqa: BLE001
+                log.warning("producer did not close cleanly", exc_info=True)
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+        self.liveness.set_ready(False, "stopped")

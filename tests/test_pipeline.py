@@ -1,0 +1,156 @@
+"""The core: every record gets exactly one outcome, poison never stops it, revocation works."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from factories import benign_stream, event, records
+
+from streamguard.assembly import build_pipeline
+from streamguard.config import load_settings
+from streamguard.detectors.base import Batch, Flag, Scores
+from streamguard.events import Action, InvalidEvent, Reason, Verdict
+from streamguard.pipeline import Pipeline, SourceRecord, dlq_message, quarantine_message
+from streamguard.policy import Policy, PolicyConfig
+
+
+class Scripted:
+    """A decisive test detector: flags given event ids, raises on others, flags accounts."""
+
+    def __init__(self, name="scripted", suspicious=(), explode=(), flag_accounts=()):
+        self.name = name
+        self.suspicious = set(suspicious)
+        self.explode = set(explode)
+        self.flag_accounts = list(flag_accounts)
+        self.learned: list[str] = []
+
+    def score_batch(self, batch: Batch) -> Scores:
+        if any(e.event_id in self.explode for e in batch.events):
+            raise RuntimeError("boom")
+        scores = np.array([1.0 if e.event_id in self.suspicious else 0.0 for e in batch.events])
+        details = ["scripted" if s else None for s in scores]
+        flags = [
+            f for f in self.flag_accounts if any(e.account_id == f.account_id for e in batch.events)
+        ]
+        return Scores(scores, details, [("c1" if s else None) for s in scores], flags)
+
+    def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:
+        self.learned += [e.event_id for e, k in zip(batch.events, keep, strict=True) if k]
+
+
+def pipeline_with(*detectors):
+    policy = Policy(
+        [], [d.name for d in detectors], PolicyConfig(warmup=10, calibration_window=100)
+    )
+    return Pipeline(list(detectors), policy)
+
+
+def test_every_record_gets_exactly_one_outcome_in_order():
+    values = [event(0), b"garbage", None, event(3, rating=9), event(4)]
+    result = pipeline_with(Scripted()).process(records(values))
+    assert [o.record.offset for o in result.outcomes] == [0, 1, 2, 3, 4]
+    assert [o.action for o in result.outcomes] == [
+        Action.CLEAN,
+        Action.DLQ,
+        Action.DLQ,
+        Action.DLQ,
+        Action.CLEAN,
+    ]
+
+
+def test_suspicious_events_are_quarantined_with_reasons_and_not_learned():
+    det = Scripted(suspicious={"e1"})
+    result = pipeline_with(det).process(records([event(0), event(1), event(2)]))
+    q = result.outcomes[1]
+    assert q.action is Action.QUARANTINE
+    assert q.verdict.reasons[0].detector == "scripted"
+    assert q.verdict.reasons[0].campaign_id == "c1"
+    assert q.verdict.score >= 0.5 > result.outcomes[0].verdict.score
+    assert det.learned == ["e0", "e2"]
+
+
+def test_a_poison_record_goes_to_the_dlq_and_the_rest_flows():
+    det = Scripted(explode={"e2"}, suspicious={"e3"})
+    result = pipeline_with(det).process(records([event(i) for i in range(5)]))
+    actions = [o.action for o in result.outcomes]
+    assert actions == [Action.CLEAN, Action.CLEAN, Action.DLQ, Action.QUARANTINE, Action.CLEAN]
+    assert result.outcomes[2].error.error_class == "detector_error"
+    assert "e2" not in det.learned
+
+
+def test_flagged_account_revokes_its_earlier_clean_releases():
+    det = Scripted()
+    pipe = pipeline_with(det)
+    first = pipe.process(
+        records(
+            [event(0, account_id="bad"), event(1, account_id="good"), event(2, account_id="bad")]
+        )
+    )
+    assert all(o.action is Action.CLEAN for o in first.outcomes)
+    det.flag_accounts = [Flag("bad", "c9", "ring of 20 accounts on item i1")]
+    second = pipe.process(records([event(3, account_id="bad")], start=3))
+    revoked = sorted(r.event_id for r in second.revocations)
+    assert revoked == ["e0", "e2", "e3"][:2]
+    assert all(
+        r.verdict.retroactive and r.verdict.action is Action.QUARANTINE for r in second.revocations
+    )
+    assert second.revocations[0].verdict.reasons[0].campaign_id == "c9"
+    # revoked once only: the release log forgets what it handed back
+    third = pipe.process(records([event(4, account_id="bad")], start=4))
+    assert {r.event_id for r in third.revocations} <= {"e3"}
+
+
+def test_duplicate_detector_names_are_refused():
+    with pytest.raises(ValueError, match="unique"):
+        pipeline_with(Scripted("x"), Scripted("x"))
+
+
+def test_quarantine_and_dlq_messages_follow_the_contract():
+    value = orjson.dumps(event(1, extra_field="kept"))
+    verdict = Verdict(Action.QUARANTINE, 0.9, (Reason("anomaly", 0.9, "odd", 0.7, "c1"),))
+    body = orjson.loads(quarantine_message(value, verdict))
+    assert body["event"] == orjson.loads(value)
+    assert body["verdict"]["action"] == "quarantine"
+    assert body["verdict"]["reasons"] == [
+        {
+            "detector": "anomaly",
+            "score": 0.9,
+            "detail": "odd",
+            "threshold": 0.7,
+            "campaign_id": "c1",
+        }
+    ]
+    dlq = orjson.loads(
+        dlq_message(SourceRecord(b"\xffbad", "t", 3, 42), InvalidEvent("why", "json"))
+    )
+    assert dlq["error"] == "why" and (dlq["topic"], dlq["partition"], dlq["offset"]) == ("t", 3, 42)
+    assert "raw_base64" in dlq  # not UTF-8: the exact bytes are kept too
+
+
+def test_default_pipeline_quarantines_near_the_target_rate_on_benign_traffic():
+    settings = load_settings(overrides={"policy": {"warmup": 500}})
+    pipe = build_pipeline(settings)
+    stream = benign_stream(30_000, seed=3)
+    actions = []
+    for start in range(0, len(stream), 500):
+        actions += [
+            o.action for o in pipe.process(records(stream[start : start + 500], start)).outcomes
+        ]
+    after_warmup = actions[5_000:]
+    rate = sum(a is Action.QUARANTINE for a in after_warmup) / len(after_warmup)
+    assert 0.002 <= rate <= 0.025, rate
+
+
+def test_same_ticks_give_same_verdicts():
+    stream = benign_stream(4_000, seed=5)
+
+    def run():
+        pipe = build_pipeline(load_settings(overrides={"policy": {"warmup": 200}}))
+        return [
+            (o.action, o.verdict.score)
+            for start in range(0, 4_000, 250)
+            for o in pipe.process(records(stream[start : start + 250], start)).outcomes
+        ]
+
+    assert run() == run()
