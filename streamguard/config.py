@@ -109,6 +109,13 @@ class HttpSettings(_Section):
     port: int = Field(9108, ge=0, le=65535)
 
 
+class ReviewSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # Materialise the quarantine topic and release approvals through Kafka.
+    kafka: bool = False
+
+
 class Settings(BaseSettings):
     """Everything StreamGuard can be told; frozen once loaded."""
 
@@ -122,6 +129,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     store: StoreSettings = StoreSettings()
     http: HttpSettings = HttpSettings()
+    review: ReviewSettings = ReviewSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

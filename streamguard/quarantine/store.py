@@ -1,20 +1,30 @@
-"""The quarantine store: every quarantined (or revoked) event with its verdict, in SQLite.
+"""The quarantine store: held events, reviewer decisions, the audit log and the release outbox.
 
-One row per event id; a revocation of an event first released clean upserts it with the
-retroactive verdict. Dead-lettered records are kept in their own table so the demo can
-show them; in the Kafka service they live in the dead-letter topic.
+SQLite is the embedded default. The audit log is append-only in the database itself
+(triggers refuse UPDATE and DELETE), so no code path, reviewer or admin can rewrite
+history. An approval writes the event to the outbox in the same transaction as the
+decision; a publisher releases outbox rows to the clean topic and marks them sent, so a
+double click or a retried request releases an event once.
+
+Every query is parameterised; filter and sort names are checked against allow-lists.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
+from streamguard.events import to_epoch
 from streamguard.pipeline import TickResult
 
 SCHEMA = """
@@ -27,12 +37,15 @@ CREATE TABLE IF NOT EXISTS quarantine (
     detectors    TEXT NOT NULL,
     campaign_id  TEXT,
     retroactive  INTEGER NOT NULL DEFAULT 0,
-    event        BLOB NOT NULL,
-    verdict      BLOB NOT NULL,
+    event        TEXT NOT NULL,
+    verdict      TEXT NOT NULL,
     status       TEXT NOT NULL DEFAULT 'pending',
-    received_at  REAL NOT NULL
+    received_at  REAL NOT NULL,
+    decided_at   REAL,
+    decided_by   TEXT
 );
 CREATE INDEX IF NOT EXISTS quarantine_status ON quarantine(status, score);
+CREATE INDEX IF NOT EXISTS quarantine_campaign ON quarantine(campaign_id);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     source       TEXT NOT NULL,
@@ -42,7 +55,62 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     raw          BLOB,
     received_at  REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           REAL NOT NULL,
+    actor        TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    target       TEXT NOT NULL,
+    count        INTEGER NOT NULL,
+    note         TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash   TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    created_at   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    event_id     TEXT PRIMARY KEY,
+    value        TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    attempt      TEXT,
+    sent_at      REAL
+);
+CREATE TABLE IF NOT EXISTS review_settings (
+    key          TEXT PRIMARY KEY,
+    value        TEXT NOT NULL
+);
 """
+
+Role = Literal["reviewer", "admin"]
+Decision = Literal["approve", "reject"]
+SORTS = {"score": "score", "age": "received_at", "ts": "ts"}
+STATUS = ("pending", "approved", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFilter:
+    status: str = "pending"
+    detector: str | None = None
+    item_id: str | None = None
+    campaign_id: str | None = None
+    min_score: float = 0.0
+    sort: str = "score"
+    descending: bool = True
+    page: int = 1
+    page_size: int = 50
 
 
 def sqlite_path(url: str) -> Path:
@@ -53,42 +121,58 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class QuarantineStore:
-    def __init__(self, path: Path) -> None:
+    """All review state in one SQLite database; safe to share between threads."""
+
+    def __init__(self, path: Path | str) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, check_same_thread=False)
+        self._lock = threading.RLock()
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
 
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self.db.execute(sql, params).fetchall()
+
+    # -- filling ----------------------------------------------------------------------
+
     def add_tick(self, result: TickResult) -> None:
-        """Store the tick's quarantines, revocations and dead letters in one transaction."""
+        """Store a tick's quarantines, revocations and dead letters in one transaction."""
         now = time.time()
-        rows: list[tuple[Any, ...]] = []
-        for o in result.outcomes:
-            if o.verdict is not None and o.event is not None and o.verdict.reasons:
-                rows.append(
-                    _row(
-                        o.event.event_id,
-                        o.event.ts,
-                        o.event.account_id,
-                        o.event.item_id,
-                        o.record.value or b"",
-                        o.verdict.to_dict(),
-                        now,
-                    )
-                )
-        for rev in result.revocations:
-            rows.append(
-                _row(
-                    rev.event_id,
-                    rev.ts,
-                    rev.account_id,
-                    rev.item_id,
-                    rev.value,
-                    rev.verdict.to_dict(),
-                    now,
-                )
+        held = [
+            (
+                o.event.event_id,
+                o.event.ts,
+                o.event.account_id,
+                o.event.item_id,
+                o.record.value or b"",
+                o.verdict.to_dict(),
             )
+            for o in result.outcomes
+            if o.verdict is not None and o.event is not None and o.verdict.reasons
+        ]
+        held += [
+            (r.event_id, r.ts, r.account_id, r.item_id, r.value, r.verdict.to_dict())
+            for r in result.revocations
+        ]
         dead = [
             (
                 o.record.topic,
@@ -101,57 +185,285 @@ class QuarantineStore:
             for o in result.outcomes
             if o.error is not None
         ]
-        with self.db:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO quarantine (event_id, ts, account_id, item_id, score,"
-                " detectors, campaign_id, retroactive, event, verdict, received_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
-            self.db.executemany(
+        with self._tx() as db:
+            for event_id, ts, account, item, value, verdict in held:
+                self._upsert(db, event_id, ts, account, item, value, verdict, now)
+            db.executemany(
                 "INSERT INTO dead_letters (source, position, error_class, error, raw, received_at)"
                 " VALUES (?,?,?,?,?,?)",
                 dead,
             )
 
-    def counts(self) -> dict[str, int]:
-        q = self.db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
-        r = self.db.execute("SELECT COUNT(*) FROM quarantine WHERE retroactive=1").fetchone()[0]
-        d = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-        return {"quarantined": q, "retroactive": r, "dead_letters": d}
+    def add_quarantine_message(self, value: bytes) -> None:
+        """Materialise one quarantine-topic message (``{"event", "verdict"}``)."""
+        body = orjson.loads(value)
+        event, verdict = body["event"], body["verdict"]
+        try:
+            ts = to_epoch(event.get("ts"))
+        except ValueError:
+            ts = 0.0
+        with self._tx() as db:
+            self._upsert(
+                db,
+                str(event["event_id"]),
+                ts,
+                str(event.get("account_id", "")),
+                str(event.get("item_id", "")),
+                orjson.dumps(event),
+                verdict,
+                time.time(),
+            )
 
-    def top_reasons(self, limit: int = 5) -> Iterable[tuple[str, int]]:
-        return self.db.execute(
+    @staticmethod
+    def _upsert(
+        db: sqlite3.Connection,
+        event_id: str,
+        ts: float,
+        account: str,
+        item: str,
+        value: bytes,
+        verdict: dict[str, Any],
+        now: float,
+    ) -> None:
+        reasons = verdict["reasons"]
+        detectors = ";".join(sorted({r["detector"] for r in reasons}))
+        campaign = next((r["campaign_id"] for r in reasons if r.get("campaign_id")), None)
+        # A later message for the same event (a retroactive revocation) refreshes the
+        # verdict but never reopens a decision already taken.
+        db.execute(
+            "INSERT INTO quarantine (event_id, ts, account_id, item_id, score, detectors,"
+            " campaign_id, retroactive, event, verdict, received_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(event_id) DO UPDATE SET score=excluded.score,"
+            " detectors=excluded.detectors, campaign_id=excluded.campaign_id,"
+            " verdict=excluded.verdict",
+            (
+                event_id,
+                ts,
+                account,
+                item,
+                verdict["score"],
+                detectors,
+                campaign,
+                int(verdict.get("retroactive", False)),
+                value.decode("utf-8", "replace"),
+                orjson.dumps(verdict).decode(),
+                now,
+            ),
+        )
+
+    # -- reading ----------------------------------------------------------------------
+
+    def queue(self, f: QueueFilter) -> tuple[int, list[dict[str, Any]]]:
+        """One page of held events matching the filter, and the total count."""
+        where, params = ["status = ?"], [f.status]
+        if f.detector:
+            where.append("(';' || detectors || ';') LIKE ? ESCAPE '\\'")
+            params.append(f"%;{_like_escape(f.detector)};%")
+        if f.item_id:
+            where.append("item_id = ?")
+            params.append(f.item_id)
+        if f.campaign_id:
+            where.append("campaign_id = ?")
+            params.append(f.campaign_id)
+        if f.min_score:
+            where.append("score >= ?")
+            params.append(f.min_score)
+        clause = " AND ".join(where)
+        total = self._query(f"SELECT COUNT(*) FROM quarantine WHERE {clause}", params)[0][0]
+        order = f"{SORTS[f.sort]} {'DESC' if f.descending else 'ASC'}, event_id"
+        rows = self._query(
+            f"SELECT * FROM quarantine WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*params, f.page_size, (f.page - 1) * f.page_size],
+        )
+        return total, [_event_row(r) for r in rows]
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM quarantine WHERE event_id = ?", (event_id,))
+        return _event_row(rows[0]) if rows else None
+
+    def campaigns(self, status: str = "pending") -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT campaign_id, COUNT(*) AS events, COUNT(DISTINCT account_id) AS accounts,"
+            " COUNT(DISTINCT item_id) AS items, MIN(ts) AS first_ts, MAX(ts) AS last_ts,"
+            " MAX(score) AS max_score, group_concat(DISTINCT detectors) AS detectors"
+            " FROM quarantine WHERE campaign_id IS NOT NULL AND status = ?"
+            " GROUP BY campaign_id ORDER BY events DESC",
+            (status,),
+        )
+        return [dict(r) for r in rows]
+
+    def campaign(self, campaign_id: str) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT account_id, item_id, ts, status FROM quarantine WHERE campaign_id = ?",
+            (campaign_id,),
+        )
+        if not rows:
+            return None
+        return {
+            "campaign_id": campaign_id,
+            "events": len(rows),
+            "pending": sum(r["status"] == "pending" for r in rows),
+            "accounts": sorted({r["account_id"] for r in rows}),
+            "items": sorted({r["item_id"] for r in rows}),
+            "first_ts": min(r["ts"] for r in rows),
+            "last_ts": max(r["ts"] for r in rows),
+        }
+
+    def stats(self) -> dict[str, float]:
+        """Queue depth, the oldest pending item's age and decisions so far (for metrics)."""
+        row = self._query(
+            "SELECT COUNT(*), MIN(received_at) FROM quarantine WHERE status = 'pending'"
+        )[0]
+        decided = dict(
+            self._query(
+                "SELECT status, COUNT(*) FROM quarantine WHERE status != 'pending' GROUP BY status"
+            )
+        )
+        return {
+            "pending": float(row[0]),
+            "oldest_age_seconds": time.time() - row[1] if row[1] is not None else 0.0,
+            "approved": float(decided.get("approved", 0)),
+            "rejected": float(decided.get("rejected", 0)),
+        }
+
+    def counts(self) -> dict[str, int]:
+        q = self._query("SELECT COUNT(*), SUM(retroactive) FROM quarantine")[0]
+        d = self._query("SELECT COUNT(*) FROM dead_letters")[0][0]
+        return {"quarantined": q[0], "retroactive": q[1] or 0, "dead_letters": d}
+
+    def top_reasons(self, limit: int = 5) -> list[tuple[str, int]]:
+        rows = self._query(
             "SELECT detectors, COUNT(*) FROM quarantine GROUP BY detectors ORDER BY 2 DESC LIMIT ?",
             (limit,),
-        ).fetchall()
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    # -- deciding ---------------------------------------------------------------------
+
+    def decide(
+        self, who: Principal, event_ids: Sequence[str], decision: Decision, note: str, target: str
+    ) -> int:
+        """Approve or reject pending events; returns how many changed. Idempotent: events
+        already decided are left alone, so a retried request changes nothing twice."""
+        status = "approved" if decision == "approve" else "rejected"
+        now = time.time()
+        with self._tx() as db:
+            changed = 0
+            for event_id in event_ids:
+                cur = db.execute(
+                    "UPDATE quarantine SET status = ?, decided_at = ?, decided_by = ?"
+                    " WHERE event_id = ? AND status = 'pending' RETURNING event",
+                    (status, now, who.name, event_id),
+                )
+                row = cur.fetchone()
+                if row is None:
+                    continue
+                changed += 1
+                if decision == "approve":
+                    db.execute(
+                        "INSERT OR IGNORE INTO outbox (event_id, value, created_at) VALUES (?,?,?)",
+                        (event_id, row[0], now),
+                    )
+            db.execute(
+                "INSERT INTO audit (at, actor, role, action, target, count, note)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (now, who.name, who.role, decision, target, changed, note),
+            )
+        return changed
+
+    def pending_ids(self, campaign_id: str) -> list[str]:
+        rows = self._query(
+            "SELECT event_id FROM quarantine WHERE campaign_id = ? AND status = 'pending'",
+            (campaign_id,),
+        )
+        return [r[0] for r in rows]
+
+    def audit(self, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT * FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+            (before_id if before_id is not None else 2**62, limit),
+        )
+        return [dict(r) for r in rows]
+
+    # -- releasing --------------------------------------------------------------------
+
+    def unsent(self, limit: int = 500) -> list[tuple[str, bytes]]:
+        rows = self._query(
+            "SELECT event_id, value FROM outbox WHERE sent_at IS NULL ORDER BY created_at LIMIT ?",
+            (limit,),
+        )
+        return [(r[0], r[1].encode()) for r in rows]
+
+    def mark_attempt(self, event_ids: Sequence[str], end_offsets: bytes) -> None:
+        """Remember where the clean topic ended before these rows were sent."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET attempt = ? WHERE event_id = ? AND attempt IS NULL",
+                [(end_offsets.decode(), e) for e in event_ids],
+            )
+
+    def attempted(self) -> list[tuple[str, str]]:
+        rows = self._query(
+            "SELECT event_id, attempt FROM outbox WHERE sent_at IS NULL AND attempt IS NOT NULL"
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def mark_sent(self, event_ids: Sequence[str]) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET sent_at = ? WHERE event_id = ?", [(now, e) for e in event_ids]
+            )
+
+    # -- access -----------------------------------------------------------------------
+
+    def add_token(self, name: str, role: Role) -> str:
+        """Create an API token; only its hash is stored, the token is shown once."""
+        if role not in ("reviewer", "admin"):
+            raise ValueError(f"role must be 'reviewer' or 'admin', got {role!r}")
+        token = secrets.token_urlsafe(32)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO tokens (token_hash, name, role, created_at) VALUES (?,?,?,?)",
+                (hash_token(token), name, role, time.time()),
+            )
+        return token
+
+    def principal(self, token: str) -> Principal | None:
+        rows = self._query(
+            "SELECT name, role FROM tokens WHERE token_hash = ?", (hash_token(token),)
+        )
+        return Principal(rows[0][0], rows[0][1]) if rows else None
+
+    def settings(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self._query("SELECT key, value FROM review_settings")}
+
+    def put_setting(self, who: Principal, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO review_settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+            db.execute(
+                "INSERT INTO audit (at, actor, role, action, target, count, note)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (time.time(), who.name, who.role, "setting", key, 1, value),
+            )
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()
 
 
-def _row(
-    event_id: str,
-    ts: float,
-    account: str,
-    item: str,
-    event: bytes,
-    verdict: dict[str, Any],
-    now: float,
-) -> tuple[Any, ...]:
-    reasons = verdict["reasons"]
-    detectors = ";".join(sorted({r["detector"] for r in reasons}))
-    campaign = next((r["campaign_id"] for r in reasons if r.get("campaign_id")), None)
-    return (
-        event_id,
-        ts,
-        account,
-        item,
-        verdict["score"],
-        detectors,
-        campaign,
-        int(verdict["retroactive"]),
-        event,
-        orjson.dumps(verdict),
-        now,
-    )
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _event_row(r: sqlite3.Row) -> dict[str, Any]:
+    out = dict(r)
+    out["event"] = orjson.loads(out["event"])
+    out["verdict"] = orjson.loads(out["verdict"])
+    out["retroactive"] = bool(out["retroactive"])
+    return out
