@@ -14,9 +14,10 @@ at-least-once
   the offsets. A crash between 2 and 3 repeats a tick's outputs, it never loses one.
 
 A failed commit is retried with the *same* outputs (the tick is not re-scored, so detector
-state never learns an event twice) with exponential backoff, until it succeeds or the
-deadline derived from ``max_poll_interval_ms`` passes; then the caller rewinds the
-partitions to their committed offsets and polls again.
+state never learns an event twice) with exponential backoff, until it succeeds, the
+deadline derived from ``max_poll_interval_ms`` passes or the service is stopping; then the
+caller rewinds the partitions to their committed offsets and polls again (with
+exactly-once the abandoned transaction was aborted, so nothing of it is visible).
 """
 
 from __future__ import annotations
@@ -151,7 +152,9 @@ class KafkaSink:
         consumer: KafkaConsumer,
         producer_factory: Callable[[], KafkaProducer],
         on_error: Callable[[Exception], None] = lambda exc: None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
+        self.stopping = stopping
         self.settings = settings
         self.consumer = consumer
         self.producer_factory = producer_factory
@@ -173,7 +176,7 @@ class KafkaSink:
                 self.on_error(exc)
                 log.warning("commit failed, retrying in %.1fs: %r", backoff, exc)
                 self._reset_producer()
-                if time.monotonic() + backoff > deadline:
+                if self.stopping() or time.monotonic() + backoff > deadline:
                     raise CommitAbandoned(str(exc)) from exc
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
@@ -210,8 +213,7 @@ class KafkaSink:
             log.warning("could not recreate the producer yet: %r", exc)
 
     def close(self) -> None:
-        self.producer.flush()
-        self.producer.close()
+        self.producer.close(timeout=5)
 
 
 class CommitOnRevoke(ConsumerRebalanceListener):

@@ -90,7 +90,9 @@ class Service:
             try:
                 consumer = make_consumer(k)
                 consumer.subscribe([k.input_topic], listener=CommitOnRevoke(self._rebalanced))
-                self.sink = KafkaSink(k, consumer, self._new_producer, self._commit_error)
+                self.sink = KafkaSink(
+                    k, consumer, self._new_producer, self._commit_error, self.stopping.is_set
+                )
                 self.consumer = consumer
                 log.info(
                     "connected to %s, group %s, topic %s",
@@ -134,6 +136,9 @@ class Service:
         try:
             self.sink.commit(result, records)
         except CommitAbandoned as exc:
+            if self.stopping.is_set():
+                log.warning("stopping with this tick uncommitted; it will be processed again")
+                return
             log.error("giving up on this tick's commit (%s); rewinding to committed offsets", exc)
             self._rewind({(r.topic, r.partition) for r in records})
             return
@@ -162,7 +167,10 @@ class Service:
 
     def _update_readiness(self) -> None:
         assert self.consumer is not None
-        if self.consumer.assignment() and self.consumer.bootstrap_connected():
+        # The group coordinator is marked unknown as soon as its connection fails, which is
+        # the earliest reliable sign that the broker went away (poll itself stays quiet).
+        coordinator_known = not self.consumer._coordinator.coordinator_unknown()  # noqa: SLF001
+        if self.consumer.assignment() and coordinator_known:
             self.liveness.set_ready(True)
             self.metrics.ready.set(1)
         else:
@@ -208,5 +216,5 @@ class Service:
             except Exception:  # noqa: BLE001
                 log.warning("producer did not close cleanly", exc_info=True)
         if self.consumer is not None:
-            self.consumer.close(autocommit=False)
+            self.consumer.close(autocommit=False, timeout_ms=5_000)
         self.liveness.set_ready(False, "stopped")

@@ -88,7 +88,9 @@ def invalid(exc: ValidationError) -> JSONResponse:
 def create_app(store: QuarantineStore, registry: CollectorRegistry | None = None) -> Starlette:
     """The review service's ASGI app over one store."""
 
-    def authed(role: Literal["reviewer", "admin"] = "reviewer"):  # type: ignore[no-untyped-def]
+    def authed(
+        role: Literal["reviewer", "admin"] = "reviewer",
+    ) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
         def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             async def endpoint(request: Request) -> Response:
                 header = request.headers.get("authorization", "")

@@ -256,7 +256,8 @@ class QuarantineStore:
 
     def queue(self, f: QueueFilter) -> tuple[int, list[dict[str, Any]]]:
         """One page of held events matching the filter, and the total count."""
-        where, params = ["status = ?"], [f.status]
+        where: list[str] = ["status = ?"]
+        params: list[Any] = [f.status]
         if f.detector:
             where.append("(';' || detectors || ';') LIKE ? ESCAPE '\\'")
             params.append(f"%;{_like_escape(f.detector)};%")
@@ -315,11 +316,12 @@ class QuarantineStore:
         row = self._query(
             "SELECT COUNT(*), MIN(received_at) FROM quarantine WHERE status = 'pending'"
         )[0]
-        decided = dict(
-            self._query(
+        decided: dict[str, int] = {
+            r[0]: r[1]
+            for r in self._query(
                 "SELECT status, COUNT(*) FROM quarantine WHERE status != 'pending' GROUP BY status"
             )
-        )
+        }
         return {
             "pending": float(row[0]),
             "oldest_age_seconds": time.time() - row[1] if row[1] is not None else 0.0,
