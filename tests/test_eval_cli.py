@@ -1,0 +1,65 @@
+"""`streamguard simulate` + `streamguard eval`, in-process and through the real broker."""
+
+from __future__ import annotations
+
+import csv
+
+import orjson
+import pytest
+
+from streamguard.cli import main
+from streamguard.config import load_settings
+from streamguard.evaluate import evaluate_lines
+from streamguard.evaluate.metrics import read_truth_csv
+from streamguard.evaluate.runner import read_lines
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    assert main(["simulate", "--scenario", "mixed", "--events", "6000", "--seed", "3",
+                 "--out", str(out)]) == 0
+    with (out / "events.jsonl").open("ab") as f:
+        f.write(b"this line is not an event\n")
+    return out
+
+
+def test_eval_writes_the_contract_files(stream, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", str(stream / "events.jsonl"), "--truth", str(stream / "truth.csv"),
+                 "--out", str(out)]) == 0
+    metrics = orjson.loads((out / "metrics.json").read_bytes())
+    lines = (stream / "events.jsonl").read_bytes().splitlines()
+    assert metrics["events"] == len(lines)
+    assert metrics["clean"] + metrics["quarantined"] + metrics["dlq"] == len(lines)
+    assert metrics["dlq"] == 1
+    truth = read_truth_csv(stream / "truth.csv")
+    assert set(metrics["by_attack"]) == {t.attack for t in truth.values() if t.attack}
+    for key in ("precision", "recall", "f1", "fpr"):
+        assert 0.0 <= metrics["overall"][key] <= 1.0
+    with (out / "verdicts.csv").open() as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["event_id", "first_action", "final_action", "score", "reasons"]
+    assert len(rows) == len(lines) + 1
+    assert rows[-1][:3] == ["", "dlq", "dlq"]
+    assert "<img src=\"data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_simulate_lists_scenarios(capsys):
+    assert main(["simulate", "--scenario", "list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"benign", "mixed", "shilling_random", "backdoor", "slow_drip"} <= set(names)
+
+
+@pytest.mark.kafka
+def test_eval_through_kafka_agrees_with_in_process(stream, tmp_path, kafka_broker):
+    settings = load_settings()
+    lines = read_lines(stream / "events.jsonl")
+    truth = read_truth_csv(stream / "truth.csv")
+    local = evaluate_lines(lines, truth, tmp_path / "local", settings, progress=False)
+    remote = evaluate_lines(lines, truth, tmp_path / "kafka", settings,
+                            bootstrap_servers=kafka_broker)
+    assert (tmp_path / "local" / "verdicts.csv").read_text() == (
+        tmp_path / "kafka" / "verdicts.csv").read_text()
+    for key in ("events", "clean", "quarantined", "dlq", "overall", "by_attack"):
+        assert local[key] == remote[key], key
