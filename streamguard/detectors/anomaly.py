@@ -66,7 +66,9 @@ class HalfSpaceAnomalyDetector:
         self.window_size = window_size
         self.seed = seed
         self.engine = engine
-        limits: dict[Any, tuple[float, float]] = {name: (low, high) for name, (low, high, _) in FEATURE_LIMITS.items()}
+        limits: dict[Any, tuple[float, float]] = {
+            name: (low, high) for name, (low, high, _) in FEATURE_LIMITS.items()
+        }
         self._features = tuple(FEATURE_LIMITS)
         self._model: Any
         if engine == "river":
