@@ -104,21 +104,30 @@ class Policy:
             overall = matrix.max(axis=0)
         else:
             overall = np.zeros(n)
+        names = list(outputs)
+        raw_rows = (
+            np.column_stack([outputs[name].scores for name in names]).tolist()
+            if names
+            else [[]] * n
+        )
+        flagged = set(np.flatnonzero(overall >= DECISION).tolist())
         verdicts = []
-        for i in range(n):
+        for i, (score, raw) in enumerate(zip(overall.tolist(), raw_rows, strict=True)):
+            scores = dict(zip(names, raw, strict=True))
+            if i not in flagged:
+                verdicts.append(Verdict(Action.CLEAN, score, (), detector_scores=scores))
+                continue
             reasons = tuple(
                 self._reason(name, outputs[name], i, float(norm[i]))
                 for name, norm in normalised.items()
                 if norm[i] >= DECISION
             )
-            action = Action.QUARANTINE if reasons else Action.CLEAN
-            scores = {name: float(outputs[name].scores[i]) for name in outputs}
-            verdicts.append(Verdict(action, float(overall[i]), reasons, detector_scores=scores))
+            verdicts.append(Verdict(Action.QUARANTINE, score, reasons, detector_scores=scores))
         return verdicts
 
     def _reason(self, name: str, out: Scores, i: int, score: float) -> Reason:
         threshold = self.thresholds.get(name)
-        detail = out.details[i] or f"{name} score {out.scores[i]:.3f}"
+        detail = out.detail(i) or f"{name} score {out.scores[i]:.3f}"
         if threshold is not None:
             detail = f"{detail} (raw {out.scores[i]:.3f} >= threshold {threshold:.3f})"
         campaign = out.campaign_ids[i] if out.campaign_ids is not None else None
@@ -132,11 +141,10 @@ class Policy:
         calibrated detector quarantined stay in: dropping them would truncate the tail the
         quantile is measured on, and the threshold would ratchet down tick after tick.
         """
-        sample = np.fromiter(
-            (not any(r.detector in self.decisive for r in v.reasons) for v in verdicts),
-            dtype=bool,
-            count=len(verdicts),
-        )
+        sample = np.ones(len(verdicts), dtype=bool)
+        for i, v in enumerate(verdicts):
+            if v.reasons and any(r.detector in self.decisive for r in v.reasons):
+                sample[i] = False
         for name, quantile in self.quantiles.items():
             if name in outputs and sample.any():
                 quantile.push(outputs[name].scores[sample])

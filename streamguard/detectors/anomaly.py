@@ -88,8 +88,11 @@ class HalfSpaceAnomalyDetector:
             scores = self._model.score_many(X)
         else:
             scores = np.array([self._model.score_one(self._row(x)) for x in X])
-        details = [self._explain(X[i]) if s > 0.8 else None for i, s in enumerate(scores)]
-        return Scores(np.asarray(scores, dtype=np.float64), details)
+        return Scores(
+            np.asarray(scores, dtype=np.float64),
+            [None] * len(X),
+            explain=lambda i: self._explain(X[i]),
+        )
 
     def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:
         X = anomaly_matrix(batch)

@@ -18,7 +18,7 @@ the same result as feeding the same ticks one by one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -76,6 +76,14 @@ class Scores:
     details: list[str | None]  # why, for events worth explaining; None elsewhere
     campaign_ids: list[str | None] | None = None
     flagged_accounts: list[Flag] = field(default_factory=list)
+    # Optional lazy explanation for event i, asked only for events that are quarantined:
+    # cheaper than writing a detail for every event that might be.
+    explain: Callable[[int], str] | None = None
+
+    def detail(self, i: int) -> str | None:
+        if self.details[i]:
+            return self.details[i]
+        return self.explain(i) if self.explain is not None else None
 
     @classmethod
     def quiet(cls, n: int) -> Scores:
