@@ -79,7 +79,8 @@ class ReleasePublisher:
         if not rows:
             return 0
         self.store.mark_attempt(
-            [event_id for event_id, _ in rows], orjson.dumps(self._end_offsets())
+            [event_id for event_id, _ in rows],
+            orjson.dumps(self._end_offsets(), option=orjson.OPT_NON_STR_KEYS),
         )
         futures = [
             self.producer.send(self.settings.clean_topic, key=e.encode(), value=v) for e, v in rows
