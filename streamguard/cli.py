@@ -33,7 +33,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level, "text")
     stop = threading.Event()
     try:
-        return run_demo(settings, args.events, args.scenario, args.seed, args.db, stop)
+        return run_demo(settings, args.events, args.scenario, args.seed, args.db, stop, args.linger)
     except KeyboardInterrupt:
         return 0
 
@@ -46,10 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
-    metrics = Metrics()
+    pipeline = build_pipeline(settings)
+    metrics = Metrics().watch(pipeline)
     liveness = Liveness()
     server = ProbeServer(settings.http.host, settings.http.port, metrics.registry, liveness).start()
-    service = Service(settings, build_pipeline(settings), metrics, liveness)
+    service = Service(settings, pipeline, metrics, liveness)
     service.install_signal_handlers()
     try:
         return service.run()
@@ -106,11 +107,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from streamguard.quarantine.store import QuarantineStore, sqlite_path
+    from streamguard.quarantine.store import QuarantineStore
 
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
-    store = QuarantineStore(args.db or sqlite_path(settings.store.url))
+    store = QuarantineStore(args.db or settings.store.url)
     if args.action == "add-token":
         if not args.name:
             raise SystemExit("review add-token: --name is required")
@@ -139,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--db", type=Path, default=Path("streamguard-demo.db"))
     demo.add_argument("--http-port", type=int, help="port for /metrics and probes (0 = any free)")
+    demo.add_argument(
+        "--linger", type=float, default=0.0, help="keep serving /metrics SECONDS after the end"
+    )
     demo.set_defaults(func=cmd_demo)
 
     run = with_config(sub.add_parser("run", help="the long-running Kafka service"))
@@ -166,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rv = with_config(sub.add_parser("review", help="the quarantine review service (API and page)"))
     rv.add_argument("action", nargs="?", choices=["serve", "add-token"], default="serve")
-    rv.add_argument("--db", type=Path, help="SQLite store (default: store.url)")
+    rv.add_argument("--db", help="store: a SQLite path or a postgresql:// URL (default: store.url)")
     rv.add_argument("--port", type=int, help="HTTP port (default: review.port, 8080)")
     rv.add_argument("--bootstrap-servers", help="materialise quarantine / release via this Kafka")
     rv.add_argument("--name", help="add-token: who the token is for")

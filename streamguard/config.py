@@ -101,7 +101,10 @@ class PolicySettings(_Section):
 
 
 class StoreSettings(_Section):
-    url: str = "sqlite:///streamguard-quarantine.db"
+    # sqlite:///PATH (embedded) or postgresql://USER@HOST:PORT/DB (shared by review replicas)
+    url: str = Field(
+        "sqlite:///streamguard-quarantine.db", pattern=r"^(sqlite:///|postgres(ql)?://)"
+    )
 
 
 class HttpSettings(_Section):

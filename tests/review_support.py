@@ -20,7 +20,7 @@ def held(i: int, campaign: str | None, detector: str = "campaign", score: float 
     return Outcome(SourceRecord(raw, "t", 0, i), Action.QUARANTINE, ev, verdict)
 
 
-def filled_store(path: Path) -> QuarantineStore:
+def filled_store(path: Path | str) -> QuarantineStore:
     store = QuarantineStore(path)
     outcomes = [held(i, "c1", account_id=f"fake{i}", item_id="target") for i in range(30)]
     outcomes += [held(100 + i, None, "anomaly", 0.6 + i / 100, item_id=f"i{i}") for i in range(10)]

@@ -1,10 +1,10 @@
 """The quarantine store: held events, reviewer decisions, the audit log and the release outbox.
 
-SQLite is the embedded default. The audit log is append-only in the database itself
-(triggers refuse UPDATE and DELETE), so no code path, reviewer or admin can rewrite
-history. An approval writes the event to the outbox in the same transaction as the
-decision; a publisher releases outbox rows to the clean topic and marks them sent, so a
-double click or a retried request releases an event once.
+SQLite is the embedded default, PostgreSQL the shared one (:mod:`.backends`). The audit
+log is append-only in the database itself (triggers refuse UPDATE and DELETE), so no code
+path, reviewer or admin can rewrite history. An approval writes the event to the outbox
+in the same transaction as the decision; a publisher releases outbox rows to the clean
+topic and marks them sent, so a double click or a retried request releases an event once.
 
 Every query is parameterised; filter and sort names are checked against allow-lists.
 """
@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,67 +23,7 @@ import orjson
 
 from streamguard.events import to_epoch
 from streamguard.pipeline import TickResult
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS quarantine (
-    event_id     TEXT PRIMARY KEY,
-    ts           REAL NOT NULL,
-    account_id   TEXT NOT NULL,
-    item_id      TEXT NOT NULL,
-    score        REAL NOT NULL,
-    detectors    TEXT NOT NULL,
-    campaign_id  TEXT,
-    retroactive  INTEGER NOT NULL DEFAULT 0,
-    event        TEXT NOT NULL,
-    verdict      TEXT NOT NULL,
-    status       TEXT NOT NULL DEFAULT 'pending',
-    received_at  REAL NOT NULL,
-    decided_at   REAL,
-    decided_by   TEXT
-);
-CREATE INDEX IF NOT EXISTS quarantine_status ON quarantine(status, score);
-CREATE INDEX IF NOT EXISTS quarantine_campaign ON quarantine(campaign_id);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    source       TEXT NOT NULL,
-    position     INTEGER NOT NULL,
-    error_class  TEXT NOT NULL,
-    error        TEXT NOT NULL,
-    raw          BLOB,
-    received_at  REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    at           REAL NOT NULL,
-    actor        TEXT NOT NULL,
-    role         TEXT NOT NULL,
-    action       TEXT NOT NULL,
-    target       TEXT NOT NULL,
-    count        INTEGER NOT NULL,
-    note         TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TABLE IF NOT EXISTS tokens (
-    token_hash   TEXT PRIMARY KEY,
-    name         TEXT NOT NULL,
-    role         TEXT NOT NULL,
-    created_at   REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    event_id     TEXT PRIMARY KEY,
-    value        TEXT NOT NULL,
-    created_at   REAL NOT NULL,
-    attempt      TEXT,
-    sent_at      REAL
-);
-CREATE TABLE IF NOT EXISTS review_settings (
-    key          TEXT PRIMARY KEY,
-    value        TEXT NOT NULL
-);
-"""
+from streamguard.quarantine.backends import Tx, connect
 
 Role = Literal["reviewer", "admin"]
 Decision = Literal["approve", "reject"]
@@ -113,44 +50,19 @@ class QueueFilter:
     page_size: int = 50
 
 
-def sqlite_path(url: str) -> Path:
-    """``sqlite:///relative.db`` or ``sqlite:////abs/path.db`` to a path."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix):
-        raise ValueError(f"store url must start with {prefix!r}, got {url!r}")
-    return Path(url[len(prefix) :])
-
-
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 class QuarantineStore:
-    """All review state in one SQLite database; safe to share between threads."""
+    """All review state in one database; safe to share between threads."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = path
-        self._lock = threading.RLock()
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(SCHEMA)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self.db.execute(sql, params).fetchall()
+    def __init__(self, where: Path | str) -> None:
+        """``where``: a SQLite file path, or a ``sqlite:///`` / ``postgresql://`` URL."""
+        url = where if isinstance(where, str) and "://" in where else f"sqlite:///{where}"
+        self.backend = connect(url)
+        self._tx = self.backend.transaction
+        self._query = self.backend.query
 
     # -- filling ----------------------------------------------------------------------
 
@@ -188,11 +100,12 @@ class QuarantineStore:
         with self._tx() as db:
             for event_id, ts, account, item, value, verdict in held:
                 self._upsert(db, event_id, ts, account, item, value, verdict, now)
-            db.executemany(
-                "INSERT INTO dead_letters (source, position, error_class, error, raw, received_at)"
-                " VALUES (?,?,?,?,?,?)",
-                dead,
-            )
+            for row in dead:
+                db.execute(
+                    "INSERT INTO dead_letters (source, position, error_class, error, raw,"
+                    " received_at) VALUES (?,?,?,?,?,?)",
+                    row,
+                )
 
     def add_quarantine_message(self, value: bytes) -> None:
         """Materialise one quarantine-topic message (``{"event", "verdict"}``)."""
@@ -216,7 +129,7 @@ class QuarantineStore:
 
     @staticmethod
     def _upsert(
-        db: sqlite3.Connection,
+        db: Tx,
         event_id: str,
         ts: float,
         account: str,
@@ -271,7 +184,7 @@ class QuarantineStore:
             where.append("score >= ?")
             params.append(f.min_score)
         clause = " AND ".join(where)
-        total = self._query(f"SELECT COUNT(*) FROM quarantine WHERE {clause}", params)[0][0]
+        total = self._query(f"SELECT COUNT(*) AS n FROM quarantine WHERE {clause}", params)[0]["n"]
         order = f"{SORTS[f.sort]} {'DESC' if f.descending else 'ASC'}, event_id"
         rows = self._query(
             f"SELECT * FROM quarantine WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
@@ -287,7 +200,7 @@ class QuarantineStore:
         rows = self._query(
             "SELECT campaign_id, COUNT(*) AS events, COUNT(DISTINCT account_id) AS accounts,"
             " COUNT(DISTINCT item_id) AS items, MIN(ts) AS first_ts, MAX(ts) AS last_ts,"
-            " MAX(score) AS max_score, group_concat(DISTINCT detectors) AS detectors"
+            " MAX(score) AS max_score"
             " FROM quarantine WHERE campaign_id IS NOT NULL AND status = ?"
             " GROUP BY campaign_id ORDER BY events DESC",
             (status,),
@@ -314,32 +227,35 @@ class QuarantineStore:
     def stats(self) -> dict[str, float]:
         """Queue depth, the oldest pending item's age and decisions so far (for metrics)."""
         row = self._query(
-            "SELECT COUNT(*), MIN(received_at) FROM quarantine WHERE status = 'pending'"
+            "SELECT COUNT(*) AS n, MIN(received_at) AS oldest FROM quarantine"
+            " WHERE status = 'pending'"
         )[0]
         decided: dict[str, int] = {
-            r[0]: r[1]
+            r["status"]: r["n"]
             for r in self._query(
-                "SELECT status, COUNT(*) FROM quarantine WHERE status != 'pending' GROUP BY status"
+                "SELECT status, COUNT(*) AS n FROM quarantine WHERE status != 'pending'"
+                " GROUP BY status"
             )
         }
         return {
-            "pending": float(row[0]),
-            "oldest_age_seconds": time.time() - row[1] if row[1] is not None else 0.0,
+            "pending": float(row["n"]),
+            "oldest_age_seconds": time.time() - row["oldest"] if row["oldest"] is not None else 0.0,
             "approved": float(decided.get("approved", 0)),
             "rejected": float(decided.get("rejected", 0)),
         }
 
     def counts(self) -> dict[str, int]:
-        q = self._query("SELECT COUNT(*), SUM(retroactive) FROM quarantine")[0]
-        d = self._query("SELECT COUNT(*) FROM dead_letters")[0][0]
-        return {"quarantined": q[0], "retroactive": q[1] or 0, "dead_letters": d}
+        q = self._query("SELECT COUNT(*) AS n, SUM(retroactive) AS r FROM quarantine")[0]
+        d = self._query("SELECT COUNT(*) AS n FROM dead_letters")[0]["n"]
+        return {"quarantined": q["n"], "retroactive": int(q["r"] or 0), "dead_letters": d}
 
     def top_reasons(self, limit: int = 5) -> list[tuple[str, int]]:
         rows = self._query(
-            "SELECT detectors, COUNT(*) FROM quarantine GROUP BY detectors ORDER BY 2 DESC LIMIT ?",
+            "SELECT detectors, COUNT(*) AS n FROM quarantine GROUP BY detectors"
+            " ORDER BY n DESC LIMIT ?",
             (limit,),
         )
-        return [(r[0], r[1]) for r in rows]
+        return [(r["detectors"], r["n"]) for r in rows]
 
     # -- deciding ---------------------------------------------------------------------
 
@@ -353,19 +269,19 @@ class QuarantineStore:
         with self._tx() as db:
             changed = 0
             for event_id in event_ids:
-                cur = db.execute(
+                updated = db.execute(
                     "UPDATE quarantine SET status = ?, decided_at = ?, decided_by = ?"
                     " WHERE event_id = ? AND status = 'pending' RETURNING event",
                     (status, now, who.name, event_id),
                 )
-                row = cur.fetchone()
-                if row is None:
+                if not updated:
                     continue
                 changed += 1
                 if decision == "approve":
                     db.execute(
-                        "INSERT OR IGNORE INTO outbox (event_id, value, created_at) VALUES (?,?,?)",
-                        (event_id, row[0], now),
+                        "INSERT INTO outbox (event_id, value, created_at) VALUES (?,?,?)"
+                        " ON CONFLICT (event_id) DO NOTHING",
+                        (event_id, updated[0]["event"], now),
                     )
             db.execute(
                 "INSERT INTO audit (at, actor, role, action, target, count, note)"
@@ -379,14 +295,14 @@ class QuarantineStore:
             "SELECT event_id FROM quarantine WHERE campaign_id = ? AND status = 'pending'",
             (campaign_id,),
         )
-        return [r[0] for r in rows]
+        return [r["event_id"] for r in rows]
 
     def audit(self, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
         rows = self._query(
             "SELECT * FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
             (before_id if before_id is not None else 2**62, limit),
         )
-        return [dict(r) for r in rows]
+        return rows
 
     # -- releasing --------------------------------------------------------------------
 
@@ -395,28 +311,28 @@ class QuarantineStore:
             "SELECT event_id, value FROM outbox WHERE sent_at IS NULL ORDER BY created_at LIMIT ?",
             (limit,),
         )
-        return [(r[0], r[1].encode()) for r in rows]
+        return [(r["event_id"], r["value"].encode()) for r in rows]
 
     def mark_attempt(self, event_ids: Sequence[str], end_offsets: bytes) -> None:
         """Remember where the clean topic ended before these rows were sent."""
         with self._tx() as db:
-            db.executemany(
-                "UPDATE outbox SET attempt = ? WHERE event_id = ? AND attempt IS NULL",
-                [(end_offsets.decode(), e) for e in event_ids],
-            )
+            for e in event_ids:
+                db.execute(
+                    "UPDATE outbox SET attempt = ? WHERE event_id = ? AND attempt IS NULL",
+                    (end_offsets.decode(), e),
+                )
 
     def attempted(self) -> list[tuple[str, str]]:
         rows = self._query(
             "SELECT event_id, attempt FROM outbox WHERE sent_at IS NULL AND attempt IS NOT NULL"
         )
-        return [(r[0], r[1]) for r in rows]
+        return [(r["event_id"], r["attempt"]) for r in rows]
 
     def mark_sent(self, event_ids: Sequence[str]) -> None:
         now = time.time()
         with self._tx() as db:
-            db.executemany(
-                "UPDATE outbox SET sent_at = ? WHERE event_id = ?", [(now, e) for e in event_ids]
-            )
+            for e in event_ids:
+                db.execute("UPDATE outbox SET sent_at = ? WHERE event_id = ?", (now, e))
 
     # -- access -----------------------------------------------------------------------
 
@@ -436,10 +352,10 @@ class QuarantineStore:
         rows = self._query(
             "SELECT name, role FROM tokens WHERE token_hash = ?", (hash_token(token),)
         )
-        return Principal(rows[0][0], rows[0][1]) if rows else None
+        return Principal(rows[0]["name"], rows[0]["role"]) if rows else None
 
     def settings(self) -> dict[str, str]:
-        return {r[0]: r[1] for r in self._query("SELECT key, value FROM review_settings")}
+        return {r["key"]: r["value"] for r in self._query("SELECT key, value FROM review_settings")}
 
     def put_setting(self, who: Principal, key: str, value: str) -> None:
         with self._tx() as db:
@@ -455,15 +371,14 @@ class QuarantineStore:
             )
 
     def close(self) -> None:
-        with self._lock:
-            self.db.close()
+        self.backend.close()
 
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _event_row(r: sqlite3.Row) -> dict[str, Any]:
+def _event_row(r: dict[str, Any]) -> dict[str, Any]:
     out = dict(r)
     out["event"] = orjson.loads(out["event"])
     out["verdict"] = orjson.loads(out["verdict"])
