@@ -100,6 +100,12 @@ class PolicySettings(_Section):
     calibration_window: int = Field(50_000, ge=10)
 
 
+class StateSettings(_Section):
+    # Where detector state is checkpointed; None keeps it in memory only.
+    dir: Path | None = None
+    every_ticks: int = Field(100, ge=1)
+
+
 class StoreSettings(_Section):
     # sqlite:///PATH (embedded) or postgresql://USER@HOST:PORT/DB (shared by review replicas)
     url: str = Field(
@@ -131,6 +137,7 @@ class Settings(BaseSettings):
     detectors: DetectorSettings = DetectorSettings()
     policy: PolicySettings = PolicySettings()
     store: StoreSettings = StoreSettings()
+    state: StateSettings = StateSettings()
     http: HttpSettings = HttpSettings()
     review: ReviewSettings = ReviewSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

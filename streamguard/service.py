@@ -37,6 +37,7 @@ from streamguard.kafka import (
 from streamguard.metrics import Metrics
 from streamguard.pipeline import Pipeline, SourceRecord, TickResult
 from streamguard.probes import Liveness
+from streamguard.state import Checkpoint, CheckpointStore, Offsets, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,22 @@ class Service:
         self.stopping = threading.Event()
         self.consumer: KafkaConsumer | None = None
         self.sink: KafkaSink | None = None
+        self.seen: Offsets = {}  # next offset per partition covered by the pipeline state
+        self.replay_until: Offsets = {}  # silent replay up to the committed offsets
+        self.ticks_since_checkpoint = 0
+        self.checkpoints: CheckpointStore | None = None
+        if settings.state.dir is not None:
+            k = settings.kafka
+            self.checkpoints = CheckpointStore(settings.state.dir, f"{k.group_id}-{k.instance_id}")
+            restored = self.checkpoints.load(fingerprint(settings))
+            if restored is not None:
+                self.pipeline = restored.pipeline
+                self.seen = dict(restored.offsets)
+                log.info(
+                    "restored detector state from %s (%d partitions)",
+                    self.checkpoints.path,
+                    len(self.seen),
+                )
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
@@ -126,6 +143,7 @@ class Service:
             log.warning("poll failed: %r", exc)
             self.stopping.wait(1.0)
             return
+        records = self._replay(records)
         if not records:
             self._update_readiness()
             return
@@ -143,6 +161,7 @@ class Service:
             self._rewind({(r.topic, r.partition) for r in records})
             return
         self.metrics.commit_latency.observe(time.perf_counter() - committed)
+        self._advance(records)
         self.on_tick(result)
         self.liveness.set_ready(True)
         self.metrics.ready.set(1)
@@ -163,7 +182,38 @@ class Service:
             if len(records) >= k.max_poll_records or time.monotonic() >= deadline:
                 return records
             if self.stopping.is_set():
-                return records
+                # A partial fixed-size tick is left uncommitted and re-read after a restart,
+                # so tick boundaries (and with them the verdicts) stay the same.
+                return records if k.tick_linger_ms == 0 else []
+
+    def _replay(self, records: list[SourceRecord]) -> list[SourceRecord]:
+        """Feed records the restored state has not seen but whose outputs were already
+        committed to the pipeline without publishing; return the records still to do."""
+        if not self.replay_until:
+            return records
+        silent = [
+            r for r in records if r.offset < self.replay_until.get((r.topic, r.partition), -1)
+        ]
+        if silent:
+            self.pipeline.process(silent)
+            self._advance(silent)
+            log.info("replayed %d already-committed records to catch state up", len(silent))
+        return records[len(silent) :] if silent else records
+
+    def _advance(self, records: list[SourceRecord]) -> None:
+        for r in records:
+            self.seen[(r.topic, r.partition)] = r.offset + 1
+        self.ticks_since_checkpoint += 1
+        if self.ticks_since_checkpoint >= self.settings.state.every_ticks:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        if self.checkpoints is None or not self.seen:
+            return
+        self.checkpoints.save(
+            Checkpoint(fingerprint(self.settings), dict(self.seen), self.pipeline)
+        )
+        self.ticks_since_checkpoint = 0
 
     def _update_readiness(self) -> None:
         assert self.consumer is not None
@@ -208,8 +258,23 @@ class Service:
     def _rebalanced(self, what: str, partitions: list[TopicPartition]) -> None:
         if what == "revoked":
             self.metrics.lag.clear()  # lag of partitions we no longer own is not ours to report
+            self._checkpoint()
+            return
+        assert self.consumer is not None
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            if key not in self.seen:
+                continue
+            committed = self.consumer.committed(tp) or 0
+            if self.seen[key] < committed:
+                # The state is older than the outputs: re-read the gap silently.
+                self.consumer.seek(tp, self.seen[key])
+                self.replay_until[key] = committed
+            elif self.seen[key] > committed:
+                log.warning("checkpoint of %s is ahead of the committed offset; using it", tp)
 
     def _close(self) -> None:
+        self._checkpoint()
         if self.sink is not None:
             try:
                 self.sink.close()
