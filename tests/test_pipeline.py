@@ -6,6 +6,8 @@ import numpy as np
 import orjson
 import pytest
 from factories import benign_stream, event, records
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamguard.assembly import build_pipeline
 from streamguard.config import load_settings
@@ -154,3 +156,47 @@ def test_same_ticks_give_same_verdicts():
         ]
 
     assert run() == run()
+
+
+field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=50),
+    st.sampled_from(["rating", "review", "label", "vote", "2024-01-01T00:00:00Z", "positive"]),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)
+fuzzed_event = st.fixed_dictionaries(
+    {
+        "event_id": st.text(min_size=1, max_size=10),
+        "kind": st.sampled_from(["rating", "review", "label", "vote"]),
+    },
+    optional={
+        k: field_values
+        for k in (
+            "ts",
+            "account_id",
+            "item_id",
+            "rating",
+            "text",
+            "label",
+            "account_created_at",
+            "ip",
+            "attrs",
+        )
+    },
+)
+fuzzed_record = st.one_of(fuzzed_event.map(orjson.dumps), st.binary(max_size=80), st.none())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(fuzzed_record, min_size=1, max_size=40))
+def test_fuzzed_input_never_crashes_the_default_pipeline(values):
+    pipe = build_pipeline(load_settings(overrides={"policy": {"warmup": 10}}))
+    for _ in range(2):  # second pass: the same input against state that has seen it
+        result = pipe.process(records(values))
+        assert len(result.outcomes) == len(values)
+        for o in result.outcomes:
+            assert (o.action is Action.DLQ) == (o.error is not None)
