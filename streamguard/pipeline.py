@@ -19,7 +19,6 @@ topic as ``detector_error`` (a poison record must not block its partition).
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -96,16 +95,19 @@ class ReleaseLog:
     """
 
     def __init__(self, max_accounts: int, per_account: int, window_seconds: float) -> None:
-        self.table: LRUTable[deque[Release]] = LRUTable(max_accounts)
+        self.table: LRUTable[list[Release]] = LRUTable(max_accounts)
         self.per_account = per_account
         self.window_seconds = window_seconds
 
     def record(self, event: FeedbackEvent, value: bytes) -> None:
         releases = self.table.get(event.account_id)
         if releases is None:
-            releases = deque(maxlen=self.per_account)
+            releases = []  # a list, not a deque: most accounts hold one or two releases
             self.table.put(event.account_id, releases)
-        releases.append(Release(event.event_id, event.item_id, event.ts, value))
+        # An exact-size copy: serialisers and clients may hand out over-allocated buffers.
+        releases.append(Release(event.event_id, event.item_id, event.ts, bytes(memoryview(value))))
+        if len(releases) > self.per_account:
+            del releases[0]
 
     def take(self, account_id: str, since_ts: float, now: float) -> list[Release]:
         """Remove and return the account's releases since ``since_ts`` within the window."""

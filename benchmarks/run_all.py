@@ -1,0 +1,403 @@
+"""Run every StreamGuard benchmark and write BENCHMARKS.md.
+
+    python benchmarks/run_all.py [--quick] [--bootstrap-servers 127.0.0.1:39092]
+
+1. Detector core, in-process: events/s with all detectors on, rating-only and review
+   traffic, against the same pipeline with River's HalfSpaceTrees and against a
+   straightforward per-event River pipeline (ticks of one event), on the same stream.
+2. End to end through the real broker: StreamGuard against a raw kafka-python
+   pass-through (consume, produce unchanged, commit) on the same topic.
+3. Latency produce -> verdict, p50 and p99, at half of the measured maximum rate.
+4. Memory: RSS growth per tracked account at 10k, 100k and 1M accounts.
+
+Each figure is the median of several runs; ratios compare runs made in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from streamguard.assembly import build_pipeline
+from streamguard.config import Settings, load_settings
+from streamguard.pipeline import SourceRecord
+from streamguard.simulate import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = 500
+
+
+def median_of(runs: int, fn: Callable[[], float]) -> float:
+    return statistics.median(fn() for _ in range(runs))
+
+
+def stream(scenario: str, n: int, kind: str | None) -> list[bytes]:
+    events = simulate(scenario, n * 3 if kind else n, 7).events
+    if kind:
+        events = [e for e in events if e["kind"] == kind]
+    return [orjson.dumps(e) for e in events[:n]]
+
+
+def core_eps(settings: Settings, lines: list[bytes], tick: int = TICK) -> float:
+    pipeline = build_pipeline(settings)
+    records = [SourceRecord(v, "bench", 0, i) for i, v in enumerate(lines)]
+    started = time.perf_counter()
+    for s in range(0, len(records), tick):
+        pipeline.process(records[s : s + tick])
+    return len(records) / (time.perf_counter() - started)
+
+
+def bench_core(runs: int, n: int) -> list[dict[str, object]]:
+    ours = load_settings()
+    river = load_settings(overrides={"detectors": {"anomaly": {"engine": "river"}}})
+    rows = []
+    for label, scenario, kind in (
+        ("rating events", "shilling_random", "rating"),
+        ("review events", "review_spam", "review"),
+    ):
+        lines = stream(scenario, n, kind)
+        fast = median_of(runs, lambda lines=lines: core_eps(ours, lines))
+        with_river = median_of(runs, lambda lines=lines: core_eps(river, lines))
+        per_event = median_of(1, lambda lines=lines: core_eps(river, lines[: n // 5], tick=1))
+        rows.append(
+            {
+                "traffic": label,
+                "events": len(lines),
+                "streamguard_eps": fast,
+                "river_hst_eps": with_river,
+                "per_event_river_eps": per_event,
+            }
+        )
+    return rows
+
+
+def bench_hst(runs: int) -> str:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_hst.py"),
+            "--events",
+            "50000",
+            "--repeats",
+            str(runs),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return "\n".join(line for line in out.stdout.splitlines() if line.startswith("|"))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bench_memory_child(accounts: int) -> None:
+    """Run in a subprocess: RSS growth after `accounts` distinct accounts rate twice."""
+    settings = load_settings(overrides={"pipeline": {"max_accounts": max(accounts, 1)}})
+    pipeline = build_pipeline(settings)
+    rng = np.random.default_rng(1)
+    before = rss_bytes()
+    t0 = 1_700_000_000.0
+    for start in range(0, accounts * 2, 1000):
+        batch = []
+        for i in range(start, min(start + 1000, accounts * 2)):
+            event = {
+                "event_id": f"e{i}",
+                "ts": t0 + i * 0.5,
+                "kind": "rating",
+                "account_id": f"acct-{i % accounts}",
+                "item_id": f"i{rng.integers(5000)}",
+                "rating": int(rng.integers(1, 6)),
+            }
+            batch.append(SourceRecord(orjson.dumps(event), "mem", 0, i))
+        pipeline.process(batch)
+    print(orjson.dumps({"accounts": accounts, "rss_growth": rss_bytes() - before}).decode())
+
+
+def bench_memory(sizes: list[int]) -> list[dict[str, int]]:
+    rows = []
+    for n in sizes:
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(orjson.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def bench_kafka(bootstrap: str, n: int) -> dict[str, float]:
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from streamguard.metrics import Metrics
+    from streamguard.probes import Liveness
+    from streamguard.service import Service
+
+    lines = stream("shilling_random", n, "rating")
+    run = uuid.uuid4().hex[:8]
+    src = f"bench-{run}.events"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics(
+        [
+            NewTopic(f"bench-{run}.{t}", 1, 1)
+            for t in ("events", "raw", "clean", "quarantine", "dlq")
+        ]
+    )
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024)
+    for line in lines:
+        producer.send(src, value=line)
+    producer.flush()
+
+    # Raw kafka-python pass-through: consume, produce unchanged, commit.
+    consumer = KafkaConsumer(
+        src,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{run}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=TICK,
+    )
+    done, started = 0, None
+    while done < len(lines):
+        polled = consumer.poll(timeout_ms=500)
+        started = started or time.perf_counter()
+        for records in polled.values():
+            for m in records:
+                producer.send(f"bench-{run}.raw", value=m.value)
+            done += len(records)
+        producer.flush()
+        consumer.commit()
+    raw_eps = len(lines) / (time.perf_counter() - (started or time.perf_counter()))
+    consumer.close()
+
+    def run_service(guarantee: str) -> float:
+        kafka = load_settings().kafka.model_copy(
+            update={
+                "bootstrap_servers": bootstrap,
+                "input_topic": src,
+                "group_id": f"sg-{guarantee}-{run}",
+                "clean_topic": f"bench-{run}.clean",
+                "quarantine_topic": f"bench-{run}.quarantine",
+                "dlq_topic": f"bench-{run}.dlq",
+                "instance_id": f"{guarantee}-{run}",
+                "guarantee": guarantee,
+            }
+        )
+        settings = load_settings().model_copy(update={"kafka": kafka})
+        # Timed from the end of the first tick, as the pass-through is timed from its first
+        # poll: joining the consumer group is start-up, not throughput.
+        seen, first_done, first_size = [0], [0.0], [0]
+        finished = threading.Event()
+
+        def on_tick(result: object) -> None:
+            seen[0] += len(result.outcomes)  # type: ignore[attr-defined]
+            if not first_done[0]:
+                first_done[0], first_size[0] = time.perf_counter(), seen[0]
+            if seen[0] >= len(lines):
+                finished.set()
+
+        service = Service(settings, build_pipeline(settings), Metrics(), Liveness(), on_tick)
+        thread = threading.Thread(target=service.run, daemon=True)
+        thread.start()
+        finished.wait(600)
+        elapsed = time.perf_counter() - first_done[0]
+        service.stopping.set()
+        thread.join(60)
+        return (len(lines) - first_size[0]) / elapsed
+
+    producer.close()
+    return {
+        "events": len(lines),
+        "raw_eps": raw_eps,
+        "exactly_once_eps": run_service("exactly_once"),
+        "at_least_once_eps": run_service("at_least_once"),
+    }
+
+
+def bench_latency(bootstrap: str, rate: float, seconds: float) -> dict[str, float]:
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from streamguard.metrics import Metrics
+    from streamguard.probes import Liveness
+    from streamguard.service import Service
+
+    run = uuid.uuid4().hex[:8]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics(
+        [NewTopic(f"lat-{run}.{t}", 1, 1) for t in ("events", "clean", "quarantine", "dlq")]
+    )
+    admin.close()
+    kafka = load_settings().kafka.model_copy(
+        update={
+            "bootstrap_servers": bootstrap,
+            "input_topic": f"lat-{run}.events",
+            "group_id": f"lat-{run}",
+            "clean_topic": f"lat-{run}.clean",
+            "quarantine_topic": f"lat-{run}.quarantine",
+            "dlq_topic": f"lat-{run}.dlq",
+            "instance_id": run,
+            "poll_timeout_ms": 20,
+        }
+    )
+    settings = load_settings().model_copy(update={"kafka": kafka})
+    latencies: list[float] = []
+
+    def on_tick(result: object) -> None:
+        now = time.time()
+        for o in result.outcomes:  # type: ignore[attr-defined]
+            if o.event is not None and o.event.attrs:
+                latencies.append(now - o.event.attrs["sent"])
+
+    service = Service(settings, build_pipeline(settings), Metrics(), Liveness(), on_tick)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    time.sleep(5)  # join the group
+    events = simulate("shilling_random", int(rate * seconds) + 10, 3).events
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    start = time.perf_counter()
+    for i, e in enumerate(events[: int(rate * seconds)]):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        producer.send(kafka.input_topic, value=orjson.dumps(dict(e, attrs={"sent": time.time()})))
+    producer.flush()
+    time.sleep(3)
+    service.stopping.set()
+    thread.join(60)
+    producer.close()
+    warm = np.array(latencies[len(latencies) // 10 :]) * 1000
+    return {
+        "rate_eps": rate,
+        "events": len(latencies),
+        "p50_ms": float(np.percentile(warm, 50)),
+        "p99_ms": float(np.percentile(warm, 99)),
+    }
+
+
+def write_markdown(
+    path: Path,
+    command: str,
+    core: list[dict[str, object]],
+    hst: str,
+    memory: list[dict[str, int]],
+    kafka: dict[str, float] | None,
+    latency: dict[str, float] | None,
+) -> None:
+    import kafka as kafka_module
+    import river
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, numpy {np.__version__}, river {river.__version__}, "
+        f"kafka-python {kafka_module.__version__}. Medians of several runs; ratios are "
+        "between runs of the same invocation.",
+        "",
+        "## 1. Detector core, in-process, one core",
+        "",
+        "| traffic | events | StreamGuard ev/s | same with River HST ev/s | per-event River ev/s "
+        "| vs River HST | vs per-event |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in core:
+        fast, river_eps, per = (
+            float(r["streamguard_eps"]),
+            float(r["river_hst_eps"]),  # type: ignore[arg-type]
+            float(r["per_event_river_eps"]),
+        )  # type: ignore[arg-type]
+        lines.append(
+            f"| {r['traffic']} | {r['events']} | {fast:,.0f} | {river_eps:,.0f} | "
+            f"{per:,.0f} | {fast / river_eps:.1f}x | {fast / per:.1f}x |"
+        )
+    lines += [
+        "",
+        "Half-space forest alone against River's `HalfSpaceTrees` "
+        "(`python benchmarks/bench_hst.py`):",
+        "",
+        hst,
+        "",
+    ]
+    if kafka:
+        lines += [
+            "## 2. End to end through the real broker",
+            "",
+            "| events | raw kafka-python pass-through ev/s | StreamGuard exactly-once ev/s "
+            "| StreamGuard at-least-once ev/s | exactly-once / raw |",
+            "| --- | --- | --- | --- | --- |",
+            f"| {kafka['events']:.0f} | {kafka['raw_eps']:,.0f} | "
+            f"{kafka['exactly_once_eps']:,.0f} | {kafka['at_least_once_eps']:,.0f} | "
+            f"{kafka['exactly_once_eps'] / kafka['raw_eps']:.2f} |",
+            "",
+        ]
+    if latency:
+        lines += [
+            "## 3. Latency, produce to verdict",
+            "",
+            "| load ev/s | events | p50 ms | p99 ms |",
+            "| --- | --- | --- | --- |",
+            f"| {latency['rate_eps']:,.0f} | {latency['events']:.0f} | "
+            f"{latency['p50_ms']:.1f} | {latency['p99_ms']:.1f} |",
+            "",
+        ]
+    lines += [
+        "## 4. Memory per tracked account",
+        "",
+        "| accounts | RSS growth MiB | bytes per account |",
+        "| --- | --- | --- |",
+    ]
+    for m in memory:
+        lines.append(
+            f"| {m['accounts']:,} | {m['rss_growth'] / 2**20:,.1f} | "
+            f"{m['rss_growth'] / m['accounts']:,.0f} |"
+        )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, one run each")
+    parser.add_argument("--bootstrap-servers", help="run the Kafka benchmarks against this broker")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child is not None:
+        bench_memory_child(args.memory_child)
+        return
+    runs, n = (1, 20_000) if args.quick else (3, 100_000)
+    core = bench_core(runs, n)
+    print(core, file=sys.stderr)
+    hst = bench_hst(runs)
+    memory = bench_memory([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
+    kafka = latency = None
+    if args.bootstrap_servers:
+        kafka = bench_kafka(args.bootstrap_servers, n)
+        latency = bench_latency(
+            args.bootstrap_servers, kafka["exactly_once_eps"] / 2, 10 if args.quick else 30
+        )
+    write_markdown(args.out, " ".join(["python", *sys.argv]), core, hst, memory, kafka, latency)
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
