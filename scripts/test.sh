@@ -17,6 +17,11 @@ command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 command -v chromium >/dev/null || need_apt+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# Prometheus and promtool for tests/test_prometheus.py and the alert-rule unit tests; a
+# compose validator for tests/test_deploy.py (no engine needed for `config`).
+command -v promtool >/dev/null || need_apt+=(prometheus)
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null ||
+  need_apt+=(docker-compose)
 if ((${#need_apt[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi

@@ -46,11 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
-    pipeline = build_pipeline(settings)
-    metrics = Metrics().watch(pipeline)
+    metrics = Metrics()
     liveness = Liveness()
     server = ProbeServer(settings.http.host, settings.http.port, metrics.registry, liveness).start()
-    service = Service(settings, pipeline, metrics, liveness)
+    service = Service(settings, build_pipeline(settings), metrics, liveness)
+    metrics.watch(service.pipeline)  # after Service may have swapped in a restored checkpoint
     service.install_signal_handlers()
     try:
         return service.run()

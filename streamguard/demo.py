@@ -49,18 +49,20 @@ def run_demo(
     seed: int,
     db: Path,
     stop: threading.Event,
+    linger: float = 0.0,
 ) -> int:
     pipeline = build_pipeline(settings)
-    metrics = Metrics()
+    store = QuarantineStore(db)
+    metrics = Metrics().watch(pipeline, store)
     liveness = Liveness()
     server = ProbeServer(settings.http.host, settings.http.port, metrics.registry, liveness).start()
-    store = QuarantineStore(db)
     length = "until Ctrl-C" if events is None else f"{events} events"
     print(f"StreamGuard demo: scenario {scenario!r}, {length}")
     print(f"  metrics   {server.url}/metrics   (health {server.url}/healthz, {server.url}/readyz)")
     print(f"  quarantine store  {db}")
     totals: Counter[str] = Counter()
     liveness.set_ready(True)
+    metrics.ready.set(1)
     started = time.perf_counter()
     tick: list[SourceRecord] = []
     bar = tqdm(total=events, unit="ev", file=sys.stderr, disable=None)
@@ -71,15 +73,21 @@ def run_demo(
                 _process(pipeline, metrics, store, tick, totals, liveness)
                 bar.update(len(tick))
                 tick = []
+                # The simulated source is pulled on demand: the only backlog is what is
+                # left of a bounded run.
+                metrics.lag.labels("0").set(0 if events is None else events - record.offset - 1)
             if stop.is_set():
                 break
         if tick:
             _process(pipeline, metrics, store, tick, totals, liveness)
             bar.update(len(tick))
+            metrics.lag.labels("0").set(0)
+        elapsed = time.perf_counter() - started
+        bar.close()
+        _linger(linger, stop, liveness)
     finally:
         bar.close()
         server.stop()
-    elapsed = time.perf_counter() - started
     _summary(totals, store, elapsed)
     store.close()
     return 0
@@ -100,6 +108,17 @@ def _process(
     totals.update(o.action.value for o in result.outcomes)
     totals["revoked"] += len(result.revocations)
     liveness.beat()
+
+
+def _linger(seconds: float, stop: threading.Event, liveness: Liveness) -> None:
+    """Keep serving /metrics after the last event, so a scraper sees the final counts."""
+    if seconds <= 0:
+        return
+    print(f"  stream done; serving /metrics for {seconds:g}s more", flush=True)
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        liveness.beat()
+        stop.wait(min(left, 5.0))
 
 
 def _summary(totals: Counter[str], store: QuarantineStore, elapsed: float) -> None:

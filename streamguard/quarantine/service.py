@@ -5,44 +5,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 
 import uvicorn
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from streamguard.config import Settings
+from streamguard.metrics import ReviewQueueCollector
 from streamguard.quarantine.api import create_app
 from streamguard.quarantine.store import QuarantineStore
 
 log = logging.getLogger(__name__)
-
-
-class ReviewQueueCollector(Collector):
-    """Queue depth, oldest item age and decisions, read from the store at scrape time."""
-
-    def __init__(self, store: QuarantineStore) -> None:
-        self.store = store
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        stats = self.store.stats()
-        yield GaugeMetricFamily(
-            "streamguard_review_queue_depth_events",
-            "Quarantined events waiting for a decision",
-            stats["pending"],
-        )
-        yield GaugeMetricFamily(
-            "streamguard_review_oldest_age_seconds",
-            "Age of the oldest pending event in the queue",
-            stats["oldest_age_seconds"],
-        )
-        decisions = CounterMetricFamily(
-            "streamguard_review_decisions", "Reviewer decisions by outcome", labels=["outcome"]
-        )
-        decisions.add_metric(["approved"], stats["approved"])
-        decisions.add_metric(["rejected"], stats["rejected"])
-        yield decisions
 
 
 def review_registry(store: QuarantineStore) -> CollectorRegistry:
