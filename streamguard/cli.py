@@ -33,7 +33,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level, "text")
     stop = threading.Event()
     try:
-        return run_demo(settings, args.events, args.scenario, args.seed, args.db, stop, args.linger)
+        review_port = args.review_port if args.review_port is not None else settings.review.port
+        return run_demo(
+            settings, args.events, args.scenario, args.seed, args.db, stop, args.linger, review_port
+        )
     except KeyboardInterrupt:
         return 0
 
@@ -141,8 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", type=Path, default=Path("streamguard-demo.db"))
     demo.add_argument("--http-port", type=int, help="port for /metrics and probes (0 = any free)")
     demo.add_argument(
-        "--linger", type=float, default=0.0, help="keep serving /metrics SECONDS after the end"
+        "--linger",
+        type=float,
+        default=0.0,
+        help="keep serving /metrics and the review page SECONDS after the end",
     )
+    demo.add_argument("--review-port", type=int, help="review page port (default 8080, 0 = any)")
     demo.set_defaults(func=cmd_demo)
 
     run = with_config(sub.add_parser("run", help="the long-running Kafka service"))

@@ -21,6 +21,8 @@ from streamguard.config import Settings
 from streamguard.metrics import Metrics
 from streamguard.pipeline import Pipeline, SourceRecord
 from streamguard.probes import Liveness, ProbeServer
+from streamguard.quarantine.api import create_app
+from streamguard.quarantine.service import BackgroundServer, review_registry
 from streamguard.quarantine.store import QuarantineStore
 from streamguard.simulate import simulate
 
@@ -50,15 +52,21 @@ def run_demo(
     db: Path,
     stop: threading.Event,
     linger: float = 0.0,
+    review_port: int = 8080,
 ) -> int:
     pipeline = build_pipeline(settings)
     store = QuarantineStore(db)
     metrics = Metrics().watch(pipeline, store)
     liveness = Liveness()
     server = ProbeServer(settings.http.host, settings.http.port, metrics.registry, liveness).start()
+    review = BackgroundServer(
+        create_app(store, review_registry(store)), settings.review.host, review_port
+    ).start()
+    token = store.add_token("demo-admin", "admin")
     length = "until Ctrl-C" if events is None else f"{events} events"
     print(f"StreamGuard demo: scenario {scenario!r}, {length}")
     print(f"  metrics   {server.url}/metrics   (health {server.url}/healthz, {server.url}/readyz)")
+    print(f"  review    {review.url}/   (log in with the token {token})")
     print(f"  quarantine store  {db}")
     totals: Counter[str] = Counter()
     liveness.set_ready(True)
@@ -88,6 +96,7 @@ def run_demo(
     finally:
         bar.close()
         server.stop()
+        review.stop()
     _summary(totals, store, elapsed)
     store.close()
     return 0

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 from playwright.sync_api import sync_playwright
 from review_support import filled_store
 
 from streamguard.quarantine.api import create_app
+from streamguard.quarantine.service import BackgroundServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -31,20 +28,9 @@ FLAGS = [
 def served(tmp_path):
     store = filled_store(tmp_path / "q.db")
     token = store.add_token("rita", "reviewer")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", token, store
-    server.should_exit = True
-    thread.join(10)
+    server = BackgroundServer(create_app(store), "127.0.0.1", 0).start()
+    yield server.url, token, store
+    server.stop()
     store.close()
 
 

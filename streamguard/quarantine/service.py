@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import uvicorn
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
 
 from streamguard.config import Settings
 from streamguard.metrics import ReviewQueueCollector
@@ -21,6 +23,34 @@ def review_registry(store: QuarantineStore) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(ReviewQueueCollector(store))
     return registry
+
+
+class BackgroundServer:
+    """The review app served by uvicorn from a daemon thread (the demo and the tests);
+    ``port=0`` picks a free port, ``url`` tells which."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.host = host
+
+    def start(self, timeout_s: float = 10.0) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the review server did not start")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def url(self) -> str:
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://{self.host}:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
 
 
 def run_review(
