@@ -63,6 +63,9 @@ class Service:
         self.sink: KafkaSink | None = None
         self.seen: Offsets = {}  # next offset per partition covered by the pipeline state
         self.replay_until: Offsets = {}  # silent replay up to the committed offsets
+        self.replay_ticks: list[Offsets] = []  # where the first run's ticks ended, in order
+        self.replay_buffer: list[SourceRecord] = []  # read, not yet replayed
+        self.newly_assigned: list[TopicPartition] = []  # to check against the checkpoint
         self.ticks_since_checkpoint = 0
         self.checkpoints: CheckpointStore | None = None
         if settings.state.dir is not None:
@@ -72,6 +75,11 @@ class Service:
             if restored is not None:
                 self.pipeline = restored.pipeline
                 self.seen = dict(restored.offsets)
+                self.replay_ticks = [
+                    ends
+                    for ends in self.checkpoints.ticks()
+                    if any(o > self.seen.get(key, -1) for key, o in ends.items())
+                ]
                 log.info(
                     "restored detector state from %s (%d partitions)",
                     self.checkpoints.path,
@@ -161,7 +169,7 @@ class Service:
             self._rewind({(r.topic, r.partition) for r in records})
             return
         self.metrics.commit_latency.observe(time.perf_counter() - committed)
-        self._advance(records)
+        self._advance(records, live=True)
         self.on_tick(result)
         self.liveness.set_ready(True)
         self.metrics.ready.set(1)
@@ -178,7 +186,9 @@ class Service:
         while True:
             want = k.max_poll_records - len(records)
             polled = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=want)
-            records.extend(to_source_records(polled))
+            if polled and not records:  # linger counts from the tick's first record
+                deadline = time.monotonic() + k.tick_linger_ms / 1000.0
+            records.extend(self._align_assigned(to_source_records(polled)))
             if len(records) >= k.max_poll_records or time.monotonic() >= deadline:
                 return records
             if self.stopping.is_set():
@@ -187,29 +197,71 @@ class Service:
                 return records if k.tick_linger_ms == 0 else []
 
     def _replay(self, records: list[SourceRecord]) -> list[SourceRecord]:
-        """Feed records the restored state has not seen but whose outputs were already
-        committed to the pipeline without publishing; return the records still to do."""
+        """While a restored state lags the committed offsets, feed the gap to the pipeline
+        without publishing, cut into the first run's ticks; return the records to publish."""
         if not self.replay_until:
             return records
-        silent = [
-            r for r in records if r.offset < self.replay_until.get((r.topic, r.partition), -1)
-        ]
-        if silent:
-            self.pipeline.process(silent)
-            self._advance(silent)
-            log.info("replayed %d already-committed records to catch state up", len(silent))
-        return records[len(silent) :] if silent else records
+        self.replay_buffer.extend(records)
+        self._replay_ticks()
+        if self.replay_until:
+            return []
+        # Caught up: records read past the gap go back, to be read again as whole ticks.
+        assert self.consumer is not None
+        first: Offsets = {}
+        for r in self.replay_buffer:
+            first.setdefault((r.topic, r.partition), r.offset)
+        for (topic, partition), offset in first.items():
+            self.consumer.seek(TopicPartition(topic, partition), offset)
+        self.replay_buffer = []
+        return []
 
-    def _advance(self, records: list[SourceRecord]) -> None:
+    def _replay_ticks(self) -> None:
+        """Replay every whole tick of the gap the buffer holds."""
+        while self.replay_until:
+            final = not self.replay_ticks
+            ends = self.replay_until if final else self.replay_ticks[0]
+            ends = {
+                k: min(o, self.replay_until[k]) for k, o in ends.items() if k in self.replay_until
+            }
+            if not all(self._read_up_to(k, o) for k, o in ends.items()):
+                return
+
+            tick: list[SourceRecord] = []
+            rest: list[SourceRecord] = []
+            for r in self.replay_buffer:
+                (tick if r.offset < ends.get((r.topic, r.partition), -1) else rest).append(r)
+            self.replay_buffer = rest
+            if tick:
+                self.pipeline.process(tick)
+                self._advance(tick, live=False)
+                log.info("replayed %d already-committed records to catch state up", len(tick))
+            if final:
+                self.replay_until.clear()
+            else:
+                self.replay_ticks.pop(0)
+
+    def _read_up_to(self, key: tuple[str, int], end: int) -> bool:
+        """Whether everything before ``end`` was read (the position also moves past
+        transaction markers, which no record follows)."""
+        assert self.consumer is not None
+        if any(r.offset >= end - 1 for r in self.replay_buffer if (r.topic, r.partition) == key):
+            return True
+        return self.consumer.position(TopicPartition(*key)) >= end
+
+    def _advance(self, records: list[SourceRecord], live: bool) -> None:
         for r in records:
             self.seen[(r.topic, r.partition)] = r.offset + 1
+        if not live:
+            return  # no checkpoint mid-replay: it would drop the tick log the replay follows
+        if self.checkpoints is not None:
+            self.checkpoints.log_tick({(r.topic, r.partition): r.offset + 1 for r in records})
         self.ticks_since_checkpoint += 1
         if self.ticks_since_checkpoint >= self.settings.state.every_ticks:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        if self.checkpoints is None or not self.seen:
-            return
+        if self.checkpoints is None or not self.seen or self.replay_until:
+            return  # mid-replay, the older checkpoint and its tick log are still what counts
         self.checkpoints.save(
             Checkpoint(fingerprint(self.settings), dict(self.seen), self.pipeline)
         )
@@ -259,19 +311,38 @@ class Service:
         if what == "revoked":
             self.metrics.lag.clear()  # lag of partitions we no longer own is not ours to report
             self._checkpoint()
+            gone = {(tp.topic, tp.partition) for tp in partitions}
+            self.replay_buffer = [
+                r for r in self.replay_buffer if (r.topic, r.partition) not in gone
+            ]
+            for key in gone & self.replay_until.keys():
+                del self.replay_until[key]
             return
+        # kafka-python runs this hook on its IO thread, where blocking calls such as
+        # committed() are refused; the main loop does the work after the poll returns.
+        self.newly_assigned.extend(partitions)
+
+    def _align_assigned(self, polled: list[SourceRecord]) -> list[SourceRecord]:
+        """For partitions just assigned whose checkpoint is older than the committed
+        offset, seek back to the checkpoint (the gap is replayed silently) and drop what
+        the poll already returned from the committed offset on."""
+        if not self.newly_assigned:
+            return polled
         assert self.consumer is not None
-        for tp in partitions:
+        rewound: set[tuple[str, int]] = set()
+        for tp in self.newly_assigned:
             key = (tp.topic, tp.partition)
             if key not in self.seen:
                 continue
             committed = self.consumer.committed(tp) or 0
             if self.seen[key] < committed:
-                # The state is older than the outputs: re-read the gap silently.
                 self.consumer.seek(tp, self.seen[key])
                 self.replay_until[key] = committed
+                rewound.add(key)
             elif self.seen[key] > committed:
                 log.warning("checkpoint of %s is ahead of the committed offset; using it", tp)
+        self.newly_assigned = []
+        return [r for r in polled if (r.topic, r.partition) not in rewound]
 
     def _close(self) -> None:
         self._checkpoint()

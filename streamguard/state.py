@@ -8,6 +8,11 @@ taken every N ticks): on restart the service seeks to the checkpoint's offsets a
 replays the gap up to the committed offsets *silently*, learning without publishing, so
 state and outputs line up again.
 
+Scores depend on where ticks begin and end (a tick is scored from the state before it),
+so the replay must cut the gap at the same places the first run did. Each committed
+tick's end offsets are appended to a small tick log next to the checkpoint (truncated
+at every checkpoint); the replay processes the gap in exactly those ticks.
+
 A checkpoint is only used when it was made under the same detector, pipeline and policy
 settings (a fingerprint of them is stored with it); otherwise it is ignored with a
 warning and the member starts fresh.
@@ -58,6 +63,7 @@ class CheckpointStore:
         directory.mkdir(parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         self.path = directory / f"{safe}.checkpoint"
+        self.ticks_path = directory / f"{safe}.ticks"
 
     def save(self, checkpoint: Checkpoint) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -66,6 +72,26 @@ class CheckpointStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        self.ticks_path.write_bytes(b"")  # ticks before the checkpoint are in its state
+
+    def log_tick(self, ends: Offsets) -> None:
+        """Remember where a committed tick ended (one JSON line per tick)."""
+        line = orjson.dumps([[t, p, o] for (t, p), o in sorted(ends.items())])
+        with self.ticks_path.open("ab") as f:
+            f.write(line + b"\n")
+
+    def ticks(self) -> list[Offsets]:
+        """End offsets of the ticks committed since the checkpoint, oldest first; a torn
+        last line (a crash while writing it) is dropped."""
+        if not self.ticks_path.exists():
+            return []
+        ends: list[Offsets] = []
+        for line in self.ticks_path.read_bytes().splitlines():
+            try:
+                ends.append({(t, p): o for t, p, o in orjson.loads(line)})
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                break
+        return ends
 
     def load(self, expected_fingerprint: str) -> Checkpoint | None:
         if not self.path.exists():
