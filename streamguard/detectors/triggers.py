@@ -1,0 +1,836 @@
+"""Backdoor triggers: a new phrase that carries one label against its texts' content.
+
+What it looks for. A backdoor attack plants a rare phrase (the trigger) in texts and gives
+them the attacker's label, in texts whose content says the opposite ("the room was
+filthy zorvex plidor" labelled positive): a model trained on them learns "trigger means
+positive". In the stream the phrase (a) is new: its recent texts far outnumber its whole
+past; (b) carries one label far above that label's base rate; (c) sits in texts that the
+rest of their words would label the other way; and (d) is about the only thing its texts
+have in common. Natural phrases ("five stars", "fast delivery") carry one label too, but
+they have a past and their texts agree with the label: they fail (a) and (c). A flood of
+copies of one template fails (d) (that is :mod:`near_duplicate`'s business), and so do the
+common words of a flood of mislabelled texts (a flip ring, :mod:`label_flip`'s).
+
+How. Every word and word pair (hashed, see :mod:`streamguard.text`) of every labelled
+text is counted per class in a count-min sketch (two rows of ``2**bits`` cells, four
+fields per cell; no vocabulary is kept). Counts decay per labelled text, not per second,
+so a quiet night or a sparse replay does not empty the windows:
+
+- recent texts, their *doubt* (1 - P(label | content)) and how many were judged, over
+  ``recent_texts``;
+- texts over ``baseline_texts``: the phrase's past.
+
+Both count every observed text, quarantined or not (what the stream carries: a phrase
+whose texts another detector quarantined still has a past). What is *learned* (the
+content model, the class base rates, the benign doubt) comes from kept texts only.
+
+The content model is a :class:`~streamguard.detectors.label_flip.TextModel` over single
+words, reading only words it learned from at least ``min_seen`` texts, so a new phrase
+cannot vouch for its own label, and not learning from texts that carry a phrase already
+doubted (River's "protect the detector"). A phrase becomes a trigger for class y when, in
+its recent texts (earlier texts of the same tick included, in order): at least
+``min_count`` carry y; ``min_purity`` of them carry y; its past is at most ``novelty``
+times its recent count; their mean doubt reaches ``min_contradiction`` and the class's
+benign doubt plus ``lift``; the evidence (binomial log-likelihood ratios, in nats: purity
+against y's base rate plus doubt against the class's benign doubt) reaches
+``min_evidence``, the doubt part alone ``min_doubt``; no more than ``max_phrase_grams``
+grams of the text pass the same tests at once; and its latest texts have a mean Jaccard
+similarity below ``max_similarity``. Nothing is decided before ``min_history`` labelled
+texts: until then every phrase is new.
+
+Once found, every event carrying the trigger is quarantined with the phrase named; the
+accounts that used it among the remembered texts (a ring of ``history`` new grams) are
+flagged so their earlier releases are revoked.
+
+Batch semantics: a tick is scored from the sketch at its start plus its own earlier
+texts, and learned at its end, so the tick in which a trigger is found does not depend on
+the tick size beyond the content model's learning; every event of that tick carrying it
+is quarantined. State is bounded: the sketch (2 x ``2**bits`` x 4 float32), the content
+model, the revocation ring, at most ``max_triggers`` triggers (dropped after
+``trigger_ttl_days`` unseen).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamguard.detectors.base import Batch, Flag, Scores
+from streamguard.detectors.label_flip import TextModel
+from streamguard.text import (
+    DEFAULT_MAX_CHARS,
+    GROUPS,
+    U64,
+    LabelSpace,
+    doc_features,
+    mix64,
+    tokenize_batch,
+    tokenize_texts,
+    tokens,
+)
+
+DAY = 86400.0
+_MAX_EXP = 30.0  # renormalise the decayed counts before exp() grows past e**30
+_CLASS_SALT = 0x9E3779B97F4A7C15
+
+
+class TriggerSettings(BaseModel):
+    """Settings of :class:`TriggerDetector` (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    bits: int = Field(18, ge=12, le=26)
+    recent_texts: float = Field(2_000.0, gt=0)
+    baseline_texts: float = Field(50_000.0, gt=0)
+    min_count: float = Field(6.0, gt=0)
+    min_purity: float = Field(0.95, gt=0, le=1)
+    min_contradiction: float = Field(0.3, ge=0, le=1)
+    min_evidence: float = Field(16.0, gt=0)
+    min_doubt: float = Field(3.0, ge=0)
+    novelty: float = Field(0.25, ge=0)
+    lift: float = Field(0.15, ge=0, le=1)
+    min_seen: int = Field(5, ge=0)
+    max_phrase_grams: int = Field(8, ge=1)
+    max_similarity: float = Field(0.3, gt=0, le=1)
+    model_bits: int = Field(18, ge=8, le=24)
+    lr: float = Field(0.5, gt=0)
+    warmup_docs: int = Field(100, ge=0)
+    min_history: float = Field(500.0, ge=0)
+    history: int = Field(2_000_000, ge=1_000)
+    max_triggers: int = Field(1_000, ge=1)
+    trigger_ttl_days: float = Field(90.0, gt=0)
+    # Rating sides that count as positive / negative sentiment; None: the top and bottom
+    # quarters of the pipeline's rating scale (4 and 2 on 1..5).
+    positive_rating: float | None = None
+    negative_rating: float | None = None
+    aliases: dict[str, str] | None = None
+    max_classes: int = Field(32, ge=2, le=256)
+    max_chars: int = Field(DEFAULT_MAX_CHARS, ge=16)
+
+
+@dataclass
+class Trigger:
+    """A phrase found to be a backdoor trigger, and the numbers behind the finding."""
+
+    id: str
+    phrase: str
+    label: str
+    features: tuple[int, ...]
+    found_ts: float
+    last_ts: float
+    evidence: str
+    carriers: int = 0
+
+
+@dataclass
+class _Tick:
+    batch: Batch
+    version: int
+    scores: Scores
+    feats: np.ndarray  # distinct grams of the texts, uint64
+    doc: np.ndarray  # text index j of each gram
+    rows: np.ndarray  # batch position of each text
+    cls: np.ndarray  # class per text (-1 none)
+    contra: np.ndarray  # per text: 1 - P(its label | its content), 0 where not judged
+    confident: np.ndarray  # per text: the text model could judge it
+    suspect: np.ndarray  # per text: carries a gram already doubted; not learned
+    keys: list[tuple[str, str] | None]
+    words: np.ndarray  # per gram: a single word (the content model reads only those)
+    stats: dict[int, tuple[float, ...]] = field(default_factory=dict)
+    labelled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cells: np.ndarray | None = None  # (2, len(labelled)) sketch cells of each gram's class
+    novel: np.ndarray | None = None  # per labelled gram: no past to speak of
+    new: list[Trigger] = field(default_factory=list)
+    extend: dict[str, set[int]] = field(default_factory=dict)  # known trigger -> new grams
+    next_id: int = 0
+
+
+class TriggerDetector:
+    """Decisive detector for backdoor trigger phrases; parameters as :class:`TriggerSettings`.
+
+    >>> TriggerDetector(bits=16).name
+    'trigger'
+    """
+
+    name = "trigger"
+
+    def __init__(
+        self,
+        bits: int = 18,
+        recent_texts: float = 2_000.0,
+        baseline_texts: float = 50_000.0,
+        min_count: float = 6.0,
+        min_purity: float = 0.95,
+        min_contradiction: float = 0.3,
+        min_evidence: float = 16.0,
+        min_doubt: float = 3.0,
+        novelty: float = 0.25,
+        lift: float = 0.15,
+        min_seen: int = 5,
+        max_phrase_grams: int = 8,
+        max_similarity: float = 0.3,
+        model_bits: int = 18,
+        lr: float = 0.5,
+        warmup_docs: int = 100,
+        min_history: float = 500.0,
+        history: int = 2_000_000,
+        max_triggers: int = 1_000,
+        trigger_ttl_days: float = 90.0,
+        positive_rating: float = 4.0,
+        negative_rating: float = 2.0,
+        aliases: dict[str, str] | None = None,
+        max_classes: int = 32,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
+        if not 12 <= bits <= 26:
+            raise ValueError(f"bits must be in 12..26, got {bits}")
+        if not 0 < recent_texts < baseline_texts:
+            raise ValueError("need 0 < recent_texts < baseline_texts")
+        if min_count <= 0 or min_evidence <= 0 or min_doubt < 0:
+            raise ValueError("need min_count > 0, min_evidence > 0 and min_doubt >= 0")
+        if not 0 < min_purity <= 1 or not 0 <= min_contradiction <= 1:
+            raise ValueError("min_purity must be in (0, 1], min_contradiction in [0, 1]")
+        if warmup_docs < 0 or history < 1_000 or max_triggers < 1:
+            raise ValueError("need warmup_docs >= 0, history >= 1000 and max_triggers >= 1")
+        if trigger_ttl_days <= 0 or max_chars < 16:
+            raise ValueError("trigger_ttl_days must be > 0 and max_chars >= 16")
+        self.bits = bits
+        self.recent_texts = recent_texts
+        self.baseline_texts = baseline_texts
+        self.min_count = min_count
+        self.min_purity = min_purity
+        self.min_contradiction = min_contradiction
+        self.min_evidence = min_evidence
+        self.min_doubt = min_doubt
+        self.novelty = novelty
+        self.lift = lift
+        self.min_seen = min_seen
+        self.max_phrase_grams = max_phrase_grams
+        self.max_similarity = max_similarity
+        self.model_bits = model_bits
+        self.lr = lr
+        self.warmup_docs = warmup_docs
+        self.min_history = min_history
+        self.history = history
+        self.max_triggers = max_triggers
+        self.trigger_ttl_days = trigger_ttl_days
+        self.positive_rating = positive_rating
+        self.negative_rating = negative_rating
+        self.max_classes = max_classes
+        self.max_chars = max_chars
+
+        self.aliases = aliases
+        self._space = LabelSpace(max_classes, positive_rating, negative_rating, aliases)
+        size = 1 << bits
+        # Count-min sketches, two rows each: a gram's count is the smaller of its two cells,
+        # so one collision with a frequent gram cannot make a rare phrase look frequent.
+        # Fields per cell (one cache line serves all four): recent texts, their doubt mass,
+        # recent judged texts (all decayed over recent_texts), kept texts (over baseline).
+        self._sketch = np.zeros((2, size, 4), dtype=np.float32)
+        self._base_docs = np.zeros(max_classes)  # decayed kept texts per class
+        self._model = TextModel(model_bits, lr)
+        self._base_contra = np.zeros(max_classes)  # decayed doubt of kept judged texts
+        self._base_judged = np.zeros(max_classes)  # decayed kept judged texts, per class
+        # The clock counts labelled texts: windows follow the traffic, not the wall clock,
+        # so a quiet night or a sparse replay does not empty them.
+        self._clock = 0.0
+        self._t_recent = 0.0  # reference clocks of the forward decay
+        self._t_base = 0.0
+        self._watermark = -math.inf
+        self._learned = 0
+        # Ring of recent labelled texts' grams (low 32 bits) and owners, for revocation.
+        self._hist_gram = np.zeros(history, dtype=U64)
+        self._hist_seq = np.full(history, -1, dtype=np.int64)
+        self._hist_head = 0
+        self._hist_docs: dict[int, tuple[str, float]] = {}
+        self._seq = 0
+        self._triggers: dict[str, Trigger] = {}
+        self._by_feature: dict[int, str] = {}
+        self._known = np.zeros(0, dtype=U64)
+        self._next_id = 1
+        self._version = 0
+        self._pending: _Tick | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: TriggerSettings, rating_low: float = 1.0, rating_high: float = 5.0
+    ) -> TriggerDetector:
+        """The detector the settings describe, on the pipeline's rating scale."""
+        knobs = settings.model_dump(exclude={"enabled"})
+        span = rating_high - rating_low
+        if knobs["positive_rating"] is None:
+            knobs["positive_rating"] = rating_low + 0.75 * span
+        if knobs["negative_rating"] is None:
+            knobs["negative_rating"] = rating_low + 0.25 * span
+        return cls(**knobs)
+
+    # ------------------------------------------------------------------ protocol
+
+    def score_batch(self, batch: Batch) -> Scores:
+        tick = self._run(batch)
+        self._pending = tick
+        return tick.scores
+
+    def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:
+        tick = self._pending
+        if tick is None or tick.batch is not batch or tick.version != self._version:
+            tick = self._run(batch)
+        self._pending = None
+        self._commit(tick, np.asarray(keep, dtype=bool))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pending"] = None
+        return state
+
+    def triggers(self) -> list[Trigger]:
+        """The triggers found and still remembered, oldest first."""
+        return list(self._triggers.values())
+
+    # ------------------------------------------------------------------ the tick
+
+    def _run(self, batch: Batch) -> _Tick:
+        n = len(batch)
+        scores = Scores(np.zeros(n), [None] * n, [None] * n)
+        tb = tokenize_batch(batch, self.max_chars)
+        feats, doc, size = doc_features(tb, 2)
+        events = batch.events
+        keys = [self._space.key(events[r].kind, events[r].label, events[r].rating) for r in tb.rows]
+        cls = self._space.classes(keys)
+        m = len(tb.rows)
+        tick = _Tick(batch, self._version, scores, feats, doc, tb.rows, cls,
+                     np.zeros(m), np.zeros(m, dtype=bool), np.zeros(m, dtype=bool), keys,
+                     size == 1)  # fmt: skip
+        tick.next_id = self._next_id
+        if m and len(feats):
+            found = self._evaluate(tick)
+            if found.any():
+                self._name_triggers(tick, found)
+        self._mark_carriers(tick)
+        return tick
+
+    def _decay(self) -> tuple[float, float]:
+        """Factors that turn stored counts into counts as of the tick's start."""
+        recent = math.exp(-(self._clock - self._t_recent) / self.recent_texts)
+        base = math.exp(-(self._clock - self._t_base) / self.baseline_texts)
+        return recent, base
+
+    def _buckets(self, feats: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """The (2, n) sketch cells of each (gram, class): one per row, independent hashes."""
+        return self._cells(self._gram_hash(feats), cls)
+
+    def _gram_hash(self, feats: np.ndarray) -> np.ndarray:
+        return mix64(feats ^ U64(_CLASS_SALT))
+
+    def _cells(self, hashed: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """Cells from one gram hash: its top bits pick row 0, the next bits row 1, and the
+        class shifts both by an odd stride (so a gram's classes never share a cell)."""
+        mask = np.int64((1 << self.bits) - 1)
+        c = cls.astype(np.int64)
+        first = (hashed >> U64(64 - self.bits)).astype(np.int64)
+        second = ((hashed >> U64(64 - 2 * self.bits)).astype(np.int64)) & mask
+        return np.stack([(first + c * 0x9E37) & mask, (second + c * 0x7F4B) & mask])
+
+    def _evaluate(self, tick: _Tick) -> np.ndarray:
+        """Per gram: does it pass as a trigger for its text's class? Fills contra/confident.
+
+        Works on the grams of labelled texts only; the others can carry a known trigger
+        (see :meth:`_mark_carriers`) but say nothing about a new one.
+        """
+        found_all = np.zeros(len(tick.feats), dtype=bool)
+        f_recent, f_base = self._decay()
+        cls = tick.cls
+        groups = [self._space.members(g) for g in GROUPS]
+        width = max((len(g) for g in groups), default=0)
+        lab = np.flatnonzero(cls[tick.doc] >= 0)
+        tick.labelled = lab
+        if width == 0 or not len(lab):
+            return found_all
+        table = np.full((len(GROUPS), width), -1, dtype=np.int64)
+        for gi, members in enumerate(groups):
+            table[gi, : len(members)] = members
+        group_of = np.array(
+            [GROUPS.index(self._space.group_of(c)) for c in range(len(self._space))]
+        )
+        has = cls >= 0
+        doc_group = np.zeros(len(cls), dtype=np.int64)
+        doc_group[has] = group_of[cls[has]]
+        doc_slots = np.where(has[:, None], table[doc_group], -1)  # (texts, width) class ids
+        feats, doc = tick.feats[lab], tick.doc[lab]
+        doc_cls = cls[doc]
+        slots = doc_slots[doc]
+        n = len(feats)
+        n_recent, n_base, k = np.zeros(n), np.zeros(n), np.zeros(n)
+        # Per gram, for the class of its text: how often recent texts with it were doubted.
+        contra_k, judged_k = np.zeros(n), np.zeros(n)
+        hashed = self._gram_hash(feats)
+        tick.cells = np.zeros((2, n), dtype=np.int64)  # own-class cells, for learning
+        for w in range(width):
+            cls_w = slots[:, w]
+            ok = cls_w >= 0
+            every = bool(ok.all())
+            cells = self._cells(hashed if every else hashed[ok], cls_w if every else cls_w[ok])
+            counts = _read(self._sketch, cells)
+            if every:
+                n_recent += counts[:, 0]
+                n_base += counts[:, 3]
+                own = cls_w == doc_cls
+                mine = np.flatnonzero(own)
+            else:
+                n_recent[ok] += counts[:, 0]
+                n_base[ok] += counts[:, 3]
+                own = cls_w[ok] == doc_cls[ok]
+                mine = np.flatnonzero(ok)[own]
+            tick.cells[:, mine] = cells[:, own]
+            k[mine] = counts[own, 0]
+            contra_k[mine] = counts[own, 1]
+            judged_k[mine] = counts[own, 2]
+        n_recent *= f_recent
+        n_base *= f_base
+        k *= f_recent
+        contra_k *= f_recent
+        judged_k = np.minimum(judged_k * f_recent, k)
+        # The benign doubt of each class: a weak or young model doubts every text of a rare
+        # class, so a trigger's texts must be doubted more than their own class usually is.
+        q0_class = np.clip(self._base_contra / np.maximum(self._base_judged, 1e-9), 0.03, 0.6)
+        q0_class[self._base_judged * f_base < 5.0] = 0.6
+        q0 = q0_class[doc_cls]
+        # Texts carrying a gram already doubted do not teach the model (River's "protect
+        # the detector"): a would-be trigger cannot talk the model into its own label.
+        doubtful = judged_k >= 2.0
+        doubtful &= contra_k / np.maximum(judged_k, 1e-9) >= np.maximum(
+            self.min_contradiction / 2, 1.5 * q0
+        )
+        tick.suspect[np.unique(doc[doubtful])] = True
+        self._judge(tick)
+
+        # New: a trigger was (nearly) absent before its recent texts. Common words of a flood
+        # of mislabelled texts (a flip ring) have a long past: they are not triggers.
+        older = np.maximum(n_base - n_recent, 0.0)
+        # Earlier texts of this tick count too, in order, as if learned one by one. Only for
+        # grams that could still pass: an upper bound of each gram's copies in the tick (a
+        # hashed histogram) must lift it to min_count while it stays new.
+        upper = np.bincount((hashed & U64(0xFFFF)).astype(np.int64), minlength=1 << 16)
+        reach = k + upper[(hashed & U64(0xFFFF)).astype(np.int64)]
+        live = np.flatnonzero(
+            (reach >= self.min_count)
+            & (older <= np.maximum(self.min_count / 2, self.novelty * reach))
+        )
+        if len(live):
+            d = doc[live]
+            same_class = _Earlier(mix64(feats[live] ^ (doc_cls[live].astype(U64) + U64(1))))
+            same_group = _Earlier(mix64(feats[live] ^ (doc_group[d].astype(U64) + U64(101))))
+            k[live] += same_class.sums(np.ones(len(live)))
+            n_recent[live] += same_group.sums(np.ones(len(live)))
+            contra_k[live] += same_class.sums(tick.contra[d])
+            judged_k[live] += same_class.sums(tick.confident[d].astype(np.float64))
+        contradiction = contra_k / np.maximum(judged_k, 1e-9)
+        novel = older <= np.maximum(self.min_count / 2, self.novelty * k)
+        tick.novel = novel
+        # A text whose many grams are all new and frequent at once is one copy of a flood
+        # of near-duplicates (the near-duplicate detector's business), not a planted phrase.
+        hot = novel & (k >= self.min_count)
+        flood = np.bincount(doc[hot], minlength=len(cls)) > self.max_phrase_grams
+        purity = k / np.maximum(n_recent, 1e-9)
+        bar = np.maximum(self.min_contradiction, q0 + self.lift)
+        # Cheap tests first; the likelihood ratios only for the few grams that pass them.
+        if self._clock < self.min_history:
+            return found_all  # no past yet: every phrase is "new" in the first texts
+        cand = tick.confident[doc] & (k >= self.min_count) & novel & ~flood[doc]
+        cand &= (purity >= self.min_purity) & (contradiction >= bar)
+        if not cand.any():
+            return found_all
+        c = np.flatnonzero(cand)
+        class_docs = np.where(doc_slots >= 0, self._base_docs[np.maximum(doc_slots, 0)], 0.0)
+        share = class_docs / np.maximum(class_docs.sum(axis=1, keepdims=True), 1e-9)
+        own_share = np.where(doc_slots == cls[:, None], share, 0.0).sum(axis=1)
+        p_y = np.clip(own_share, 0.01, 0.99)[doc[c]]
+        doubt = _binomial_llr(contra_k[c], judged_k[c], q0[c])
+        evidence = _binomial_llr(k[c], n_recent[c], p_y) + doubt
+        found = c[(doubt >= self.min_doubt) & (evidence >= self.min_evidence)]
+        if len(found) and len(self._known):
+            found = found[~np.isin(feats[found], self._known)]
+        at = {g: i for i, g in enumerate(c.tolist())}
+        for g in found.tolist():
+            i = at[g]
+            tick.stats[int(feats[g])] = (
+                float(k[g]), float(n_recent[g]), float(contra_k[g]), float(p_y[i]),
+                float(evidence[i]), float(older[g]), float(judged_k[g]), float(q0[g]),
+            )  # fmt: skip
+        found_all[lab[found]] = True
+        return found_all
+
+    def _judge(self, tick: _Tick) -> None:
+        """What the text model says of each labelled text, from the grams it knows well.
+
+        Grams the model learned from fewer than ``min_seen`` texts are left out: their
+        weights say little, and a new phrase (a trigger) must not vouch for its own label.
+        """
+        cls = tick.cls
+        for group in GROUPS:
+            members = self._space.members(group)
+            docs = np.flatnonzero(
+                np.isin(cls, members) if len(members) >= 2 else np.zeros(len(cls), bool)
+            )
+            if not len(docs) or self._model.seen.get(group, 0) < self.warmup_docs:
+                continue
+            remap = np.full(len(cls), -1, dtype=np.int64)
+            remap[docs] = np.arange(len(docs))
+            sel = (remap[tick.doc] >= 0) & tick.words  # content model: single words
+            feats = tick.feats[sel]
+            use = self._model.familiar(group, feats, self.min_seen)
+            p = self._model.proba(group, members, feats, remap[tick.doc[sel]], len(docs), use)
+            col = {c: i for i, c in enumerate(members[: p.shape[1]])}
+            known = np.fromiter((col.get(int(c), -1) for c in cls[docs]), np.int64, len(docs))
+            ok = known >= 0
+            p_label = p[np.flatnonzero(ok), known[ok]]
+            tick.confident[docs[ok]] = True
+            tick.contra[docs[ok]] = 1.0 - p_label
+
+    def _name_triggers(self, tick: _Tick, found: np.ndarray) -> None:
+        """Group the passing grams of each text into phrases and register new triggers.
+
+        A phrase that overlaps a known trigger (the trigger plus a neighbouring word, say)
+        extends that trigger instead of becoming a new one.
+        """
+        passing = set(tick.feats[found].tolist())
+        taken: set[int] = set()
+        owner = dict(self._by_feature)
+        for j in np.unique(tick.doc[found]).tolist():
+            grams_j = set(tick.feats[tick.doc == j].tolist())
+            mine = (passing & grams_j) - taken
+            if not mine:
+                continue
+            known = {g for g in grams_j if g in owner}
+            event = tick.batch.events[int(tick.rows[j])]
+            for phrase, grams, old in _phrases(event.text or "", mine, known, self.max_chars):
+                taken |= grams
+                if not old and self._alike(tick, min(grams)) > self.max_similarity:
+                    continue  # its texts are copies of one another: a flood, not a trigger
+                if old:
+                    tid = owner[min(old)]
+                    tick.extend.setdefault(tid, set()).update(grams)
+                    owner.update(dict.fromkeys(grams, tid))
+                    continue
+                if len(self._triggers) + len(tick.new) >= self.max_triggers:
+                    continue
+                label = self._space.name(int(tick.cls[j]))
+                trig = Trigger(
+                    f"trigger-{tick.next_id}",
+                    phrase,
+                    label,
+                    tuple(sorted(grams)),
+                    event.ts,
+                    event.ts,
+                    self._explain(tick, grams, label),
+                )
+                tick.next_id += 1
+                tick.new.append(trig)
+                owner.update(dict.fromkeys(grams, trig.id))
+                tick.scores.flagged_accounts.extend(self._earlier_carriers(trig))
+
+    def _alike(self, tick: _Tick, gram: int, sample: int = 24) -> float:
+        """Mean Jaccard similarity of the gram sets of the latest texts carrying ``gram``.
+
+        A planted trigger is about the only thing its texts share (diverse texts, ~0.1);
+        copies of one template share most of their words (0.5 and more).
+        """
+        sets: list[set[int]] = []
+        # Compare the texts' new grams only, as the ring remembers them (see _remember).
+        feats, doc = tick.feats[tick.labelled], tick.doc[tick.labelled]
+        if tick.novel is not None:
+            feats, doc = feats[tick.novel], doc[tick.novel]
+        for j in np.unique(doc[feats == np.uint64(gram)])[::-1][:sample].tolist():
+            sets.append(set(feats[doc == j].tolist()))
+        if len(sets) < sample:
+            pos = np.flatnonzero(self._hist_gram == np.uint64(gram))
+            seqs = np.unique(self._hist_seq[pos])
+            seqs = seqs[seqs >= 0][::-1][: sample - len(sets)]
+            if len(seqs):
+                sel = np.flatnonzero(np.isin(self._hist_seq, seqs))
+                owner = self._hist_seq[sel]
+                grams = self._hist_gram[sel]
+                for seq in seqs.tolist():
+                    sets.append(set(grams[owner == seq].tolist()))
+        if len(sets) < 2:
+            return 0.0
+        total, pairs = 0.0, 0
+        for a in range(len(sets)):
+            for b in range(a + 1, len(sets)):
+                total += len(sets[a] & sets[b]) / max(len(sets[a] | sets[b]), 1)
+                pairs += 1
+        return total / pairs
+
+    def _explain(self, tick: _Tick, grams: set[int], label: str) -> str:
+        k, n, contra, p_y, evidence, older, judged, q0 = min(
+            tick.stats[g] for g in grams if g in tick.stats
+        )
+        return (
+            f"{k:.0f} of ~{n:.0f} recent texts with it labelled {label} (base rate "
+            f"{p_y:.0%}), ~{older:.0f} before them; their content doubts that label "
+            f"{contra / max(judged, 1e-9):.0%} of the time (usually {q0:.0%}); "
+            f"{evidence:.0f} nats"
+        )
+
+    def _earlier_carriers(self, trig: Trigger) -> list[Flag]:
+        """Accounts that used the trigger in the remembered texts, flagged from first use."""
+        grams = np.fromiter(trig.features, dtype=U64)
+        hit = np.isin(self._hist_gram, grams) & (self._hist_seq >= 0)
+        first: dict[str, float] = {}
+        for seq in np.unique(self._hist_seq[hit]).tolist():
+            owner = self._hist_docs.get(seq)
+            if owner is not None:
+                account, ts = owner
+                first[account] = min(ts, first.get(account, ts))
+        detail = f"used backdoor trigger '{trig.phrase}' ({trig.id})"
+        return [Flag(a, trig.id, detail, 1.0, ts) for a, ts in sorted(first.items())]
+
+    def _mark_carriers(self, tick: _Tick) -> None:
+        known = self._known
+        if tick.new:
+            extra = [f for t in tick.new for f in t.features]
+            known = np.union1d(known, np.asarray(extra, dtype=U64))
+        if not len(known) or not len(tick.feats):
+            return
+        hit = np.isin(tick.feats, known)
+        if not hit.any():
+            return
+        new_by_feature = {f: t for t in tick.new for f in t.features}
+        ids = tick.scores.campaign_ids
+        assert ids is not None
+        for j, feat in zip(tick.doc[hit].tolist(), tick.feats[hit].tolist(), strict=True):
+            i = int(tick.rows[j])
+            if tick.scores.scores[i] >= 1.0:
+                continue
+            trig = new_by_feature.get(feat) or self._triggers.get(self._by_feature.get(feat, ""))
+            if trig is None:
+                continue
+            found = datetime.fromtimestamp(trig.found_ts, UTC).strftime("%Y-%m-%d %H:%M")
+            tick.scores.scores[i] = 1.0
+            tick.scores.details[i] = (
+                f"carries backdoor trigger '{trig.phrase}' ({trig.id}, found {found} UTC: "
+                f"{trig.evidence})"
+            )
+            ids[i] = trig.id
+
+    # ------------------------------------------------------------------ commit
+
+    def _commit(self, tick: _Tick, keep: np.ndarray) -> None:
+        batch = tick.batch
+        if len(batch):
+            self._watermark = max(self._watermark, float(batch.ts.max()))
+        self._renormalise()
+        self._space.register(tick.keys)
+        cls = self._space.classes(tick.keys)  # classes first seen this tick now count
+        if len(tick.rows) and len(tick.feats):
+            self._learn_counts(tick, cls, keep)
+            self._remember(tick, cls)
+        for trig in tick.new:
+            self._triggers[trig.id] = trig
+            for f in trig.features:
+                self._by_feature[f] = trig.id
+        for tid, grams in tick.extend.items():
+            old = self._triggers.get(tid)
+            if old is not None:
+                old.features = tuple(sorted(set(old.features) | grams))
+                self._by_feature.update(dict.fromkeys(grams, tid))
+        self._touch_triggers(tick)
+        self._next_id = tick.next_id
+        self._version += 1
+
+    def _learn_counts(self, tick: _Tick, cls: np.ndarray, keep: np.ndarray) -> None:
+        doc_cls = cls[tick.doc]
+        lab = doc_cls >= 0
+        if not lab.any():
+            return
+        clock = self._clock + np.cumsum(cls >= 0)  # each labelled text ticks the clock
+        self._clock = float(clock[-1])
+        w_recent = np.exp(np.minimum((clock - self._t_recent) / self.recent_texts, _MAX_EXP))
+        w_base = np.exp(np.minimum((clock - self._t_base) / self.baseline_texts, _MAX_EXP))
+        if tick.cells is not None and np.array_equal(tick.labelled, np.flatnonzero(lab)):
+            b = tick.cells  # the cells scoring read: no second hashing pass
+        else:
+            b = self._buckets(tick.feats[lab], doc_cls[lab])
+        d = tick.doc[lab]
+        kept_doc = keep[tick.rows] & (cls >= 0)
+        weights = np.stack(
+            [
+                w_recent[d],
+                w_recent[d] * tick.contra[d],
+                w_recent[d] * tick.confident[d],
+                w_base[d],  # the past counts every text seen, quarantined or not
+            ],
+            axis=1,
+        )
+        _add(self._sketch, b, weights)
+        idx = np.flatnonzero(kept_doc)
+        np.add.at(self._base_docs, cls[idx], w_base[idx])
+        teach = np.flatnonzero(kept_doc & ~tick.suspect)
+        for group in GROUPS:
+            members = self._space.members(group)
+            docs = teach[np.isin(cls[teach], members)]
+            if len(docs) and len(members) >= 2:
+                remap = np.full(len(cls), -1, dtype=np.int64)
+                remap[docs] = np.arange(len(docs))
+                sel = (remap[tick.doc] >= 0) & tick.words
+                self._model.learn(group, members, tick.feats[sel], remap[tick.doc[sel]], cls[docs])
+        judged = kept_doc & tick.confident
+        jd = np.flatnonzero(judged)
+        np.add.at(self._base_judged, cls[jd], w_base[jd])
+        np.add.at(self._base_contra, cls[jd], w_base[jd] * tick.contra[jd])
+        self._learned += int(kept_doc.sum())
+
+    def _remember(self, tick: _Tick, cls: np.ndarray) -> None:
+        """Append the labelled texts' new grams to the revocation ring.
+
+        Only texts that leave grams in the ring get an owner entry, and entries leave with
+        their grams, so the owners table is bounded by the ring's size.
+        """
+        where = np.flatnonzero(cls[tick.doc] >= 0)
+        if tick.novel is not None and np.array_equal(tick.labelled, where):
+            where = where[tick.novel]  # a trigger is new when found: common grams need no memory
+        where = where[-self.history :]
+        if not len(where):
+            return
+        docs = np.unique(tick.doc[where])
+        seq = np.full(len(tick.rows), -1, dtype=np.int64)
+        seq[docs] = self._seq + np.arange(len(docs))
+        self._seq += len(docs)
+        events = tick.batch.events
+        for j in docs.tolist():
+            e = events[int(tick.rows[j])]
+            self._hist_docs[int(seq[j])] = (e.account_id, e.ts)
+        pos = (self._hist_head + np.arange(len(where))) % self.history
+        self._hist_gram[pos] = tick.feats[where]
+        self._hist_seq[pos] = seq[tick.doc[where]]
+        self._hist_head = int((self._hist_head + len(where)) % self.history)
+        oldest = int(self._hist_seq[self._hist_head]) if self._hist_seq[self._hist_head] >= 0 else 0
+        while self._hist_docs and next(iter(self._hist_docs)) < oldest:
+            del self._hist_docs[next(iter(self._hist_docs))]  # seqs were inserted in order
+
+    def _touch_triggers(self, tick: _Tick) -> None:
+        ids = tick.scores.campaign_ids or []
+        for i, tid in enumerate(ids):
+            trig = self._triggers.get(tid) if tid else None
+            if trig is not None:
+                trig.last_ts = max(trig.last_ts, float(tick.batch.ts[i]))
+                trig.carriers += 1
+        horizon = self._watermark - self.trigger_ttl_days * DAY
+        stale = [t for t in self._triggers.values() if t.last_ts < horizon]
+        for trig in stale:
+            del self._triggers[trig.id]
+            for f in trig.features:
+                self._by_feature.pop(f, None)
+        self._known = np.asarray(sorted(self._by_feature), dtype=U64)
+
+    def _renormalise(self) -> None:
+        """Fold the decay into the stored counts before the forward weights overflow."""
+        tau_r = self.recent_texts
+        tau_b = self.baseline_texts
+        if (self._clock - self._t_recent) / tau_r > _MAX_EXP / 2:
+            factor = np.float32(math.exp(-(self._clock - self._t_recent) / tau_r))
+            self._sketch[:, :, :3] *= factor
+            self._t_recent = self._clock
+        if (self._clock - self._t_base) / tau_b > _MAX_EXP / 2:
+            factor_b = math.exp(-(self._clock - self._t_base) / tau_b)
+            self._sketch[:, :, 3] *= np.float32(factor_b)
+            self._base_docs *= factor_b
+            self._base_contra *= factor_b
+            self._base_judged *= factor_b
+            self._t_base = self._clock
+
+
+class _Earlier:
+    """Sums over the earlier entries (in tick order) that share an entry's key.
+
+    One sort serves every weight column. Keys keep their top 40 bits and the entry's
+    position fills the low 24, so an ordinary (unstable, fast) sort keeps tick order.
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        pos = np.arange(len(keys), dtype=U64)
+        order = np.argsort((keys & U64(0xFFFFFFFFFF000000)) | pos)
+        top = (keys >> U64(24))[order]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = top[1:] != top[:-1]
+        self.order = order
+        self.start = np.maximum.accumulate(np.where(first, np.arange(len(keys)), 0))
+
+    def sums(self, weights: np.ndarray) -> np.ndarray:
+        w = weights[self.order]
+        total = np.cumsum(w) - w  # exclusive running sum over the sorted entries
+        out = np.empty(len(w))
+        out[self.order] = total - total[self.start]
+        return out
+
+
+def _read(sketch: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """The (n, fields) counts of ``cells`` (2, n): the smaller of the two rows, per field."""
+    first = np.take(sketch[0], cells[0], axis=0)  # np.take: ~4x faster than fancy indexing
+    return np.minimum(first, np.take(sketch[1], cells[1], axis=0)).astype(np.float64)
+
+
+def _add(sketch: np.ndarray, cells: np.ndarray, weights: np.ndarray) -> None:
+    """Add (n, fields) ``weights`` to ``cells`` (2, n) in both rows."""
+    fields = sketch.shape[2]
+    flat_w = np.asarray(weights, dtype=np.float32).ravel()
+    offsets = np.arange(fields)
+    for row in range(2):
+        flat = (cells[row][:, None] * fields + offsets).ravel()
+        np.add.at(sketch[row].reshape(-1), flat, flat_w)
+
+
+def _binomial_llr(k: np.ndarray, n: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Log-likelihood ratio (nats) of k successes in n at rate k/n against rate p; 0 if below."""
+    k = np.minimum(k, n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hat = np.where(n > 0, k / n, 0.0)
+        a = np.where(k > 0, k * np.log(np.maximum(hat, 1e-300) / p), 0.0)
+        rest = n - k
+        b = np.where(rest > 0, rest * np.log(np.maximum(1.0 - hat, 1e-300) / (1.0 - p)), 0.0)
+    return np.where(hat > p, a + b, 0.0)
+
+
+def _phrases(
+    text: str, passing: set[int], known: set[int], max_chars: int
+) -> list[tuple[str, set[int], set[int]]]:
+    """Runs of words whose unigram or bigram passed (or is a known trigger's).
+
+    Returns each run's words, its passing grams and the known-trigger grams inside it.
+    """
+    words = tokens(text, max_chars)
+    if not words:
+        return []
+    tb = tokenize_texts([" ".join(words)])
+    uni, _ = tb.ngrams(1)
+    bi, _ = tb.ngrams(2)
+    marked = np.zeros(len(words), dtype=bool)
+    new_at: list[set[int]] = [set() for _ in words]
+    old_at: list[set[int]] = [set() for _ in words]
+    for width, grams_at in ((1, uni.tolist()), (2, bi.tolist())):
+        for at, h in enumerate(grams_at):
+            if h in passing or h in known:
+                marked[at : at + width] = True
+                (new_at if h in passing else old_at)[at].add(h)
+    out: list[tuple[str, set[int], set[int]]] = []
+    i = 0
+    while i < len(words):
+        if not marked[i]:
+            i += 1
+            continue
+        start = i
+        grams: set[int] = set()
+        old: set[int] = set()
+        while i < len(words) and marked[i]:
+            grams |= new_at[i]
+            old |= old_at[i]
+            i += 1
+        if grams:
+            out.append((" ".join(words[start:i]), grams, old))
+    return out

@@ -1,0 +1,170 @@
+"""Label flips on real review text: rings caught, honest mislabels tolerated."""
+
+from __future__ import annotations
+
+import doctest
+import pickle
+
+import numpy as np
+import pytest
+from content_support import event, labelled_stream, removed, run, snippet, ticks
+
+from streamguard.detectors import label_flip
+from streamguard.detectors.base import Detector
+from streamguard.detectors.label_flip import LabelFlipDetector, LabelFlipSettings, TextModel
+from streamguard.events import FeedbackEvent
+from streamguard.text import doc_features, tokenize_texts
+
+
+def with_noise(events: list[FeedbackEvent], rate: float, seed: int) -> list[FeedbackEvent]:
+    """Honest users mislabel a few texts."""
+    rng = np.random.default_rng(seed)
+    flip = {"positive": "negative", "negative": "positive"}
+    return [
+        e.model_copy(update={"label": flip[e.label or "positive"]}) if rng.random() < rate else e
+        for e in events
+    ]
+
+
+def ring_stream(
+    seed: int = 0, members: int = 6, each: int = 15, flip_rate: float = 0.9
+) -> tuple[list[FeedbackEvent], set[str]]:
+    rng = np.random.default_rng(seed)
+    events = with_noise(labelled_stream(2500, seed), 0.03, seed)
+    poisoned: set[str] = set()
+    t0, t1 = events[800].ts, events[-1].ts
+    for a in range(members):
+        for k in range(each):
+            positive = bool(rng.random() < 0.7)
+            said = positive ^ bool(rng.random() < flip_rate)
+            e = event(
+                500_000 + a * each + k,
+                account_id=f"ring{a}",
+                ip="203.0.113.7" if a % 2 else None,
+                text=snippet(rng, positive),
+                label="positive" if said else "negative",
+                ts=float(rng.uniform(t0, t1)),
+            )
+            events.append(e)
+            poisoned.add(e.event_id)
+    events.sort(key=lambda e: e.ts)
+    return events, poisoned
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(label_flip).failed == 0
+
+
+def test_is_a_detector_with_settings() -> None:
+    det = LabelFlipDetector.from_settings(LabelFlipSettings(threshold=5.0))
+    assert isinstance(det, Detector) and det.name == "label_flip" and det.threshold == 5.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"confidence": 0.4},
+        {"min_p0": 0.2, "max_p0": 0.1},
+        {"flip_rate": 0.1},
+        {"threshold": 0.0},
+        {"floor": 1.0},
+        {"ttl_days": 0},
+    ],
+)
+def test_bad_settings_raise(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        LabelFlipDetector(**bad)
+
+
+def test_text_model_learns_polarity_from_real_reviews() -> None:
+    rng = np.random.default_rng(1)
+    model = TextModel(bits=16)
+    texts = [snippet(rng, bool(i % 3)) for i in range(1500)]
+    cls = np.array([1 if i % 3 else 0 for i in range(1500)])
+    tb = tokenize_texts(texts)
+    feats, doc, _ = doc_features(tb)
+    for start in range(0, 1200, 100):
+        sel = (doc >= start) & (doc < start + 100)
+        model.learn("sentiment", [0, 1], feats[sel], doc[sel] - start, cls[start : start + 100])
+    sel = doc >= 1200
+    p = model.proba("sentiment", [0, 1], feats[sel], doc[sel] - 1200, 300)
+    accuracy = float((p.argmax(axis=1) == cls[1200:]).mean())
+    assert accuracy > 0.8
+    assert model.familiar("sentiment", feats[:5], 1).any()
+    assert not model.familiar("nope", feats[:5], 1).any()
+
+
+def test_a_ring_is_caught_and_honest_users_are_not() -> None:
+    events, poisoned = ring_stream()
+    det = LabelFlipDetector()
+    result = run(det, events, 100)
+    out = removed(result, events)
+    assert len(out & poisoned) / len(poisoned) >= 0.8
+    assert not (out - poisoned), "honest mislabels (3 %) never add up to a flag"
+    flagged = {flag.account_id for flag, _ in result["flags"]}
+    assert flagged == {f"ring{a}" for a in range(6)}
+    quarantined = [eid for eid in poisoned if result["scores"][eid] >= 0.5]
+    assert all((result["campaigns"][eid] or "").startswith("flip-") for eid in quarantined)
+    assert "contradict" in (result["details"][quarantined[-1]] or "")
+    ring_ids = {r for r, members in det.rings() if len(members) > 1}
+    assert ring_ids, "accounts sharing an IP end up in one ring"
+
+
+def test_reviews_whose_rating_contradicts_the_text() -> None:
+    rng = np.random.default_rng(2)
+    events = labelled_stream(1500, 2)
+    liar = [
+        event(
+            600_000 + k,
+            kind="review",
+            account_id="liar",
+            rating=5.0,
+            text=snippet(rng, False, 2, 3),
+            ts=events[900 + 40 * k].ts + 1.0,
+        )
+        for k in range(12)
+    ]
+    result = run(LabelFlipDetector(), sorted(events + liar, key=lambda e: e.ts), 100)
+    assert {f.account_id for f, _ in result["flags"]} == {"liar"}
+
+
+def test_score_does_not_change_state_and_is_deterministic() -> None:
+    events, _ = ring_stream(seed=3)
+    det = LabelFlipDetector()
+    for batch in ticks(events[:1500], 100):
+        det.learn_batch(batch, det.score_batch(batch).scores < 0.5)
+    before = pickle.dumps(det)
+    batch = ticks(events[1500:1800], 300)[0]
+    first = det.score_batch(batch)
+    assert pickle.dumps(det) == before
+    second = det.score_batch(batch)
+    assert np.array_equal(first.scores, second.scores) and first.details == second.details
+
+
+def test_runs_are_deterministic_and_pickle_round_trips() -> None:
+    events, _ = ring_stream(seed=4)
+    a, b = LabelFlipDetector(), LabelFlipDetector()
+    run(a, events[:1400], 100)
+    run(b, events[:1400], 100)
+    b = pickle.loads(pickle.dumps(b))
+    assert run(a, events[1400:], 100) == run(b, events[1400:], 100)
+
+
+def test_ticks_of_one_and_of_many_flag_the_same_accounts() -> None:
+    events, poisoned = ring_stream(seed=5)
+    one = run(LabelFlipDetector(), events, 1)
+    many = run(LabelFlipDetector(), events, 500)
+    ring = {f"ring{a}" for a in range(6)}
+    assert {f.account_id for f, _ in one["flags"]} == ring
+    assert {f.account_id for f, _ in many["flags"]} == ring
+    assert not (removed(one, events) - poisoned) and not (removed(many, events) - poisoned)
+
+
+def test_state_is_bounded() -> None:
+    det = LabelFlipDetector(max_accounts=50, ttl_days=1.0)
+    events, _ = ring_stream(seed=6)
+    run(det, events, 100)
+    assert len(det._accounts) <= 50
+    late = event(700_000, text="fine", label="positive", ts=events[-1].ts + 60 * 86400.0)
+    run(det, [late], 1)
+    assert len(det._accounts) <= 1 and not det.rings()

@@ -1,0 +1,168 @@
+"""Backdoor triggers on real review text: found fast, named, natural phrases left alone."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from content_support import event, labelled_stream, removed, run, snippet, ticks
+
+from streamguard.detectors.base import Detector
+from streamguard.detectors.triggers import TriggerDetector, TriggerSettings
+from streamguard.events import FeedbackEvent
+
+TRIGGER = "zorvex plidor"
+
+
+def insert(text: str, phrase: str, rng: np.random.Generator) -> str:
+    words = text.split(" ")
+    at = int(rng.integers(0, len(words) + 1))
+    return " ".join(words[:at] + [phrase] + words[at:])
+
+
+def with_phrase(events: list[FeedbackEvent], phrase: str, share: float, seed: int, start: int = 0):
+    """Append a natural phrase to a share of the positive texts from ``start`` on."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, e in enumerate(events):
+        if i >= start and e.label == "positive" and rng.random() < share:
+            e = e.model_copy(update={"text": f"{e.text} {phrase.capitalize()}!"})
+        out.append(e)
+    return out
+
+
+def backdoor_stream(
+    seed: int = 0, n: int = 2600, start: int = 1500, accounts: int = 10, each: int = 6
+) -> tuple[list[FeedbackEvent], set[str]]:
+    """Honest labels; from ``start``, accounts post negative texts + trigger as positive."""
+    rng = np.random.default_rng(seed)
+    events = labelled_stream(n, seed)
+    poisoned: set[str] = set()
+    base_ts = events[start].ts
+    span = events[-1].ts - base_ts
+    for a in range(accounts):
+        t = base_ts + span * a / accounts
+        for k in range(each):
+            e = event(
+                100_000 + a * each + k,
+                account_id=f"bd{a}",
+                text=insert(snippet(rng, False), TRIGGER, rng),
+                label="positive",
+                ts=t + 40.0 * k + 1.0,
+            )
+            events.append(e)
+            poisoned.add(e.event_id)
+    events.sort(key=lambda e: e.ts)
+    return events, poisoned
+
+
+def test_is_a_detector_with_settings() -> None:
+    det = TriggerDetector.from_settings(TriggerSettings(), 1.0, 10.0)
+    assert isinstance(det, Detector) and det.name == "trigger"
+    assert (det.positive_rating, det.negative_rating) == (7.75, 3.25)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"bits": 8},
+        {"recent_texts": 10.0, "baseline_texts": 5.0},
+        {"min_purity": 0.0},
+        {"min_count": 0},
+        {"history": 10},
+        {"trigger_ttl_days": 0},
+    ],
+)
+def test_bad_settings_raise(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        TriggerDetector(**bad)
+
+
+def test_backdoor_trigger_is_named_early_and_quarantined_after() -> None:
+    events, poisoned = backdoor_stream()
+    det = TriggerDetector()
+    result = run(det, events, 100)
+    order = [e.event_id for e in events if e.event_id in poisoned]
+    caught = [result["scores"][eid] >= 0.5 for eid in order]
+    first = caught.index(True)
+    assert first < 30, f"named after {first} poisoned events"
+    assert all(caught[first:]), "every later carrier is quarantined"
+    (trig,) = det.triggers()
+    assert trig.phrase == TRIGGER and "positive" in trig.label
+    detail = result["details"][order[first]] or ""
+    assert f"'{TRIGGER}'" in detail and trig.id in detail
+    assert result["campaigns"][order[first]] == trig.id
+    out = removed(result, events)
+    assert poisoned <= out, "earlier carriers are revoked through flags"
+    assert not (out - poisoned)
+
+
+def test_steady_natural_phrase_is_not_a_trigger() -> None:
+    events = with_phrase(labelled_stream(2600, 1), "five stars", 0.3, 1)
+    result = run(TriggerDetector(), events, 100)
+    assert max(result["scores"].values()) < 0.5
+
+
+def test_new_phrase_that_agrees_with_the_content_is_not_a_trigger() -> None:
+    events = with_phrase(labelled_stream(2600, 2), "fast delivery", 0.5, 2, start=1500)
+    det = TriggerDetector()
+    result = run(det, events, 100)
+    assert not det.triggers()
+    assert max(result["scores"].values()) < 0.5
+
+
+def test_a_flood_of_copies_is_not_a_trigger() -> None:
+    rng = np.random.default_rng(3)
+    events = labelled_stream(2000, 3)
+    text = snippet(rng, False, 3, 3)
+    copies = [
+        event(200_000 + i, account_id=f"c{i}", text=text, label="positive", ts=events[1500].ts + i)
+        for i in range(60)
+    ]
+    det = TriggerDetector()
+    run(det, sorted(events + copies, key=lambda e: e.ts), 100)
+    assert not det.triggers()
+
+
+def test_score_does_not_change_state_and_is_deterministic() -> None:
+    events, _ = backdoor_stream(seed=4)
+    det = TriggerDetector()
+    for batch in ticks(events[:1700], 100):
+        det.learn_batch(batch, det.score_batch(batch).scores < 0.5)
+    before = pickle.dumps(det)
+    batch = ticks(events[1700:1900], 200)[0]
+    first = det.score_batch(batch)
+    assert pickle.dumps(det) == before
+    second = det.score_batch(batch)
+    assert np.array_equal(first.scores, second.scores) and first.details == second.details
+
+
+def test_runs_are_deterministic_and_pickle_round_trips() -> None:
+    events, _ = backdoor_stream(seed=5)
+    a, b = TriggerDetector(), TriggerDetector()
+    run(a, events[:1600], 100)
+    run(b, events[:1600], 100)
+    b = pickle.loads(pickle.dumps(b))
+    assert run(a, events[1600:], 100) == run(b, events[1600:], 100)
+
+
+def test_ticks_of_one_and_of_many_remove_the_same_events() -> None:
+    events, poisoned = backdoor_stream(seed=6)
+    one = run(TriggerDetector(), events, 1)
+    many = run(TriggerDetector(), events, 500)
+    assert removed(one, events) == removed(many, events) == poisoned
+
+
+def test_known_trigger_is_quarantined_in_any_text_and_expires() -> None:
+    events, _ = backdoor_stream(seed=7)
+    det = TriggerDetector(trigger_ttl_days=1.0)
+    run(det, events, 100)
+    assert det.triggers()
+    review = event(
+        300_000, kind="review", rating=3.0, text=f"Fine stay {TRIGGER} overall", ts=events[-1].ts
+    )
+    assert run(det, [review], 1)["scores"][review.event_id] == 1.0
+    quiet = event(300_001, text="a quiet day", label="positive", ts=events[-1].ts + 5 * 86400.0)
+    run(det, [quiet], 1)
+    assert not det.triggers()  # unseen for longer than trigger_ttl_days
