@@ -5,6 +5,11 @@ from __future__ import annotations
 from streamguard.config import Settings
 from streamguard.detectors.anomaly import HalfSpaceAnomalyDetector
 from streamguard.detectors.base import Detector
+from streamguard.detectors.campaign import CampaignDetector
+from streamguard.detectors.drift import DriftDetector
+from streamguard.detectors.duplicates import NearDuplicateDetector
+from streamguard.detectors.label_flip import LabelFlipDetector
+from streamguard.detectors.triggers import TriggerDetector
 from streamguard.events import RatingScale
 from streamguard.features import FeatureConfig, FeatureState
 from streamguard.pipeline import Pipeline, ReleaseLog
@@ -26,6 +31,28 @@ def build_detectors(settings: Settings) -> tuple[list[Detector], list[str], list
             )
         )
         calibrated.append(HalfSpaceAnomalyDetector.name)
+    drift = settings.detectors.drift
+    if drift.enabled:  # decisive: see streamguard/detectors/drift.py
+        scale = settings.pipeline.rating_low, settings.pipeline.rating_high
+        knobs = drift.model_dump(exclude={"enabled"})
+        detectors.append(DriftDetector(**knobs, rating_low=scale[0], rating_high=scale[1]))
+        decisive.append(DriftDetector.name)
+    low, high = settings.pipeline.rating_low, settings.pipeline.rating_high
+    content = settings.detectors  # text and label attacks, all decisive
+    text_detectors: list[Detector] = []
+    if content.near_duplicate.enabled:
+        text_detectors.append(NearDuplicateDetector.from_settings(content.near_duplicate))
+    if content.trigger.enabled:
+        text_detectors.append(TriggerDetector.from_settings(content.trigger, low, high))
+    if content.label_flip.enabled:
+        text_detectors.append(LabelFlipDetector.from_settings(content.label_flip, low, high))
+    detectors.extend(text_detectors)
+    decisive.extend(d.name for d in text_detectors)
+    campaign = settings.detectors.campaign
+    if campaign.enabled:  # decisive: lockstep groups, see streamguard/detectors/campaign.py
+        knobs = campaign.model_dump(exclude={"enabled"})
+        detectors.append(CampaignDetector(**knobs, rating_low=low, rating_high=high))
+        decisive.append(CampaignDetector.name)
     return detectors, calibrated, decisive
 
 

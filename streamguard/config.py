@@ -22,6 +22,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from streamguard.detectors.campaign import CampaignSettings
+from streamguard.detectors.drift import DriftSettings
+from streamguard.detectors.duplicates import NearDuplicateSettings
+from streamguard.detectors.label_flip import LabelFlipSettings
+from streamguard.detectors.triggers import TriggerSettings
+
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("streamguard_config_file", default=None)
 
 
@@ -48,7 +54,8 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     session_timeout_ms: int = Field(10_000, ge=1_000)
     poll_timeout_ms: int = Field(200, ge=1)
-    # 0: a tick is what one poll returns. >0: keep polling up to this long to fill a tick.
+    # 0: a tick is what one poll returns. >0: after a tick's first record, keep polling up
+    # to this long to fill it (fixed-size ticks: replays score exactly like the first run).
     tick_linger_ms: int = Field(0, ge=0)
     request_timeout_ms: int = Field(30_000, ge=1_000)
     retry_backoff_max_s: float = Field(30.0, gt=0)
@@ -92,6 +99,11 @@ class AnomalySettings(_Section):
 
 class DetectorSettings(_Section):
     anomaly: AnomalySettings = AnomalySettings()
+    drift: DriftSettings = DriftSettings()
+    near_duplicate: NearDuplicateSettings = NearDuplicateSettings()
+    trigger: TriggerSettings = TriggerSettings()
+    label_flip: LabelFlipSettings = LabelFlipSettings()
+    campaign: CampaignSettings = CampaignSettings()
 
 
 class PolicySettings(_Section):

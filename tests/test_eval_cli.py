@@ -17,8 +17,22 @@ from streamguard.evaluate.runner import read_lines
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
-    assert main(["simulate", "--scenario", "mixed", "--events", "6000", "--seed", "3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--scenario",
+                "mixed",
+                "--events",
+                "6000",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with (out / "events.jsonl").open("ab") as f:
         f.write(b"this line is not an event\n")
     return out
@@ -26,8 +40,19 @@ def stream(tmp_path_factory):
 
 def test_eval_writes_the_contract_files(stream, tmp_path):
     out = tmp_path / "eval"
-    assert main(["eval", str(stream / "events.jsonl"), "--truth", str(stream / "truth.csv"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(stream / "events.jsonl"),
+                "--truth",
+                str(stream / "truth.csv"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = orjson.loads((out / "metrics.json").read_bytes())
     lines = (stream / "events.jsonl").read_bytes().splitlines()
     assert metrics["events"] == len(lines)
@@ -42,7 +67,7 @@ def test_eval_writes_the_contract_files(stream, tmp_path):
     assert rows[0] == ["event_id", "first_action", "final_action", "score", "reasons"]
     assert len(rows) == len(lines) + 1
     assert rows[-1][:3] == ["", "dlq", "dlq"]
-    assert "<img src=\"data:image/png;base64," in (out / "report.html").read_text()
+    assert '<img src="data:image/png;base64,' in (out / "report.html").read_text()
 
 
 def test_simulate_lists_scenarios(capsys):
@@ -57,9 +82,11 @@ def test_eval_through_kafka_agrees_with_in_process(stream, tmp_path, kafka_broke
     lines = read_lines(stream / "events.jsonl")
     truth = read_truth_csv(stream / "truth.csv")
     local = evaluate_lines(lines, truth, tmp_path / "local", settings, progress=False)
-    remote = evaluate_lines(lines, truth, tmp_path / "kafka", settings,
-                            bootstrap_servers=kafka_broker)
+    remote = evaluate_lines(
+        lines, truth, tmp_path / "kafka", settings, bootstrap_servers=kafka_broker
+    )
     assert (tmp_path / "local" / "verdicts.csv").read_text() == (
-        tmp_path / "kafka" / "verdicts.csv").read_text()
+        tmp_path / "kafka" / "verdicts.csv"
+    ).read_text()
     for key in ("events", "clean", "quarantined", "dlq", "overall", "by_attack"):
         assert local[key] == remote[key], key

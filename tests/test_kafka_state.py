@@ -52,8 +52,11 @@ def test_a_stop_in_the_middle_changes_no_verdict(stream, tmp_path, kafka_broker,
     env = service_env(tmp_path / "state")
     proc = start_service(names, env=env)
     try:
-        wait_for(lambda: committed(names["group"], names["events"]) >= len(lines) // 2, 120,
-                 "half the stream")
+        wait_for(
+            lambda: committed(names["group"], names["events"]) >= len(lines) // 2,
+            120,
+            "half the stream",
+        )
     finally:
         proc.send_signal(how)
         proc.communicate(timeout=60)
