@@ -117,9 +117,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             "of the default settings: precision, recall and FPR on the final verdicts\n"
             "(revocations count), time-to-detect from a campaign's first event to its first\n"
             "event held back. Each run's `metrics.json` and `report.html` are in the output\n"
-            "folder.\n\n"
-            + table
-            + "\n",
+            "folder.\n\n" + table + "\n",
             encoding="utf-8",
         )
     return 0
