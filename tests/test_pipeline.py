@@ -131,7 +131,7 @@ def test_quarantine_and_dlq_messages_follow_the_contract():
 
 
 def test_default_pipeline_quarantines_near_the_target_rate_on_benign_traffic():
-    settings = load_settings(overrides={"policy": {"warmup": 500}})
+    settings = load_settings(overrides={"policy": {"warmup": 500, "target_quarantine_rate": 0.01}})
     pipe = build_pipeline(settings)
     stream = benign_stream(30_000, seed=3)
     actions = []
