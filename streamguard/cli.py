@@ -52,8 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     liveness = Liveness()
     server = ProbeServer(settings.http.host, settings.http.port, metrics.registry, liveness).start()
-    service = Service(settings, build_pipeline(settings), metrics, liveness)
-    metrics.watch(service.pipeline)  # after Service may have swapped in a restored checkpoint
+    service = Service(settings, lambda: build_pipeline(settings), metrics, liveness)
+    metrics.watch(build_pipeline(settings), pipelines=service.partitions.pipelines)
     service.install_signal_handlers()
     try:
         return service.run()
@@ -143,6 +143,52 @@ def cmd_review(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from streamguard.snapshot import export_snapshot, parse_until
+    from streamguard.snapshot.sources import ExportError
+
+    settings = _settings(args)
+    logs.configure(settings.log_level, "text")
+    try:
+        cut = parse_until(args.until, args.quarantine_until)
+        snapshot = export_snapshot(settings, cut, args.out)
+    except (ValueError, ExportError) as exc:
+        print(f"streamguard export: {exc}", file=sys.stderr)
+        return 2
+    m = snapshot.manifest
+    print(
+        f"snapshot {m['snapshot_id']}: {m['counts']['events']} events, "
+        f"{m['counts']['excluded']} excluded; wrote {args.out}/snapshot.jsonl, manifest.json"
+    )
+    return 0
+
+
+def cmd_impact(args: argparse.Namespace) -> int:
+    from streamguard.impact import impact_file
+
+    settings = _settings(args)
+    logs.configure(settings.log_level, "text")
+    result = impact_file(
+        args.events, args.truth, args.out, settings, args.campaigns, args.bootstrap_servers
+    )
+    for metric, value in result["damage_recovered"].items():
+        shown = "-" if value is None else f"{value:.2f}"
+        print(f"damage recovered, {metric}: {shown}")
+    print(f"wrote {args.out}/impact.json, impact.html (detection in {args.out}/eval)")
+    return 0
+
+
+def cmd_impact_matrix(args: argparse.Namespace) -> int:
+    from streamguard.impact.matrix import run_impact_matrix
+
+    settings = _settings(args)
+    logs.configure(settings.log_level, "text")
+    print(
+        run_impact_matrix(settings, args.scenarios, args.seeds, args.bases, args.events, args.out)
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamguard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +252,39 @@ def build_parser() -> argparse.ArgumentParser:
     mx.add_argument("--out", type=Path, default=Path("out/matrix"))
     mx.add_argument("--doc", type=Path, help="also write the table as this markdown page")
     mx.set_defaults(func=cmd_matrix)
+
+    ex = with_config(sub.add_parser("export", help="a rebuildable training snapshot"))
+    ex.add_argument(
+        "--until",
+        action="append",
+        required=True,
+        help="clean-topic end offsets P:O,... (exclusive) and/or an event time (RFC 3339 or"
+        " epoch s); give it twice for both",
+    )
+    ex.add_argument("--quarantine-until", help="quarantine-topic end offsets (default: its end)")
+    ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--bootstrap-servers")
+    ex.set_defaults(func=cmd_export)
+
+    im = with_config(sub.add_parser("impact", help="what the poison does to a model, guarded"))
+    im.add_argument("events", type=Path)
+    im.add_argument("--truth", type=Path, required=True)
+    im.add_argument("--out", type=Path, required=True)
+    im.add_argument("--campaigns", type=Path, help="the simulator's campaigns.json (targets)")
+    im.add_argument("--bootstrap-servers", help="replay through this Kafka instead")
+    im.set_defaults(func=cmd_impact)
+
+    imx = with_config(sub.add_parser("impact-matrix", help="impact over scenarios and seeds"))
+    imx.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=["shilling_random", "shilling_average", "shilling_bandwagon", "backdoor"],
+    )
+    imx.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    imx.add_argument("--bases", nargs="+", default=["synthetic", "movielens"])
+    imx.add_argument("--events", type=int, default=20_000)
+    imx.add_argument("--out", type=Path, default=Path("out/impact"))
+    imx.set_defaults(func=cmd_impact_matrix)
     return parser
 
 

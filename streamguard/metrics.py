@@ -40,7 +40,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -157,31 +157,37 @@ class PipelineCollector(Collector):
     the main loop takes a snapshot (:meth:`refresh`) and scrapes read the snapshot.
     """
 
-    def __init__(self, pipeline: Pipeline, campaigns: CampaignTracker) -> None:
-        self.pipeline = pipeline
+    def __init__(
+        self, pipelines: Callable[[], Sequence[Pipeline]], campaigns: CampaignTracker
+    ) -> None:
+        self.pipelines = pipelines  # one per owned partition under `streamguard run`
         self.campaigns = campaigns
         self._snapshot: list[Metric] = []
         self._warned: set[str] = set()
 
     def refresh(self) -> None:
-        p = self.pipeline
+        pipelines = self.pipelines()
         tables = GaugeMetricFamily(
             "streamguard_state_entries", "Entries in bounded state tables", labels=["table"]
         )
-        tables.add_metric(["accounts"], len(p.features.accounts))
-        tables.add_metric(["items"], len(p.features.items))
-        tables.add_metric(["releases"], len(p.releases.table))
+        tables.add_metric(["accounts"], sum(len(p.features.accounts) for p in pipelines))
+        tables.add_metric(["items"], sum(len(p.features.items) for p in pipelines))
+        tables.add_metric(["releases"], sum(len(p.releases.table) for p in pipelines))
         thresholds = GaugeMetricFamily(
             "streamguard_detector_threshold",
-            "Calibrated raw-score threshold of each calibrated detector",
+            "Calibrated raw-score threshold of each calibrated detector (mean over partitions)",
             labels=["detector"],
         )
-        for name, value in sorted(p.policy.thresholds.items()):
-            if math.isfinite(value):
-                thresholds.add_metric([name], value)
+        by_detector: dict[str, list[float]] = {}
+        for p in pipelines:
+            for name, value in p.policy.thresholds.items():
+                if math.isfinite(value):
+                    by_detector.setdefault(name, []).append(value)
+        for name, values in sorted(by_detector.items()):
+            thresholds.add_metric([name], sum(values) / len(values))
         families: list[Metric] = [tables, thresholds]
-        families += self._detector_families(tables)
-        watermark = p.features.watermark
+        families += self._detector_families(tables, pipelines)
+        watermark = max((p.features.watermark for p in pipelines), default=-math.inf)
         if math.isfinite(watermark):
             families.append(
                 GaugeMetricFamily(
@@ -200,16 +206,22 @@ class PipelineCollector(Collector):
         )
         self._snapshot = families
 
-    def _detector_families(self, tables: GaugeMetricFamily) -> list[Metric]:
-        by_key: dict[str, list[tuple[str, float]]] = {}
-        for detector in self.pipeline.detectors:
-            for key, value in self._stats(detector):
-                if key == "state_entries":
-                    tables.add_metric([detector.name], value)
-                else:
-                    by_key.setdefault(key, []).append((detector.name, value))
+    def _detector_families(
+        self, tables: GaugeMetricFamily, pipelines: Sequence[Pipeline]
+    ) -> list[Metric]:
+        """Detector stats summed over partitions (counts and sizes add up)."""
+        totals: dict[str, dict[str, float]] = {}
+        for pipeline in pipelines:
+            for detector in pipeline.detectors:
+                for key, value in self._stats(detector):
+                    per_detector = totals.setdefault(key, {})
+                    per_detector[detector.name] = per_detector.get(detector.name, 0.0) + value
         families: list[Metric] = []
-        for key, samples in sorted(by_key.items()):
+        for key, samples in sorted(totals.items()):
+            if key == "state_entries":
+                for detector_name, value in samples.items():
+                    tables.add_metric([detector_name], value)
+                continue
             name = f"streamguard_detector_{key}"
             doc = f"Detector-reported {key.replace('_', ' ')} (stats() protocol)"
             family: Metric
@@ -217,7 +229,7 @@ class PipelineCollector(Collector):
                 family = CounterMetricFamily(name, doc, labels=["detector"])
             else:
                 family = GaugeMetricFamily(name, doc, labels=["detector"])
-            for detector_name, value in samples:
+            for detector_name, value in samples.items():
                 family.add_metric([detector_name], value)
             families.append(family)
         return families
@@ -398,13 +410,23 @@ class Metrics:
         for error_class in ERROR_CLASSES:
             self.dlq.labels(error_class)
 
-    def watch(self, pipeline: Pipeline, store: QuarantineStore | None = None) -> Metrics:
-        """Expose the pipeline's state (and the review queue, when the store is local)."""
+    def watch(
+        self,
+        pipeline: Pipeline,
+        store: QuarantineStore | None = None,
+        pipelines: Callable[[], Sequence[Pipeline]] | None = None,
+    ) -> Metrics:
+        """Expose the pipeline's state (and the review queue, when the store is local).
+
+        ``pipeline`` names the detectors; ``pipelines``, when given, yields the live
+        pipelines to read at refresh (one per owned partition), else ``pipeline`` is read.
+        """
         for detector in pipeline.detectors:
             self.reasons.labels(detector.name)
             self.revocations.labels(detector.name)
             self.scores.touch(detector.name)
-        self.pipeline_collector = PipelineCollector(pipeline, self.campaigns)
+        live = pipelines if pipelines is not None else (lambda: [pipeline])
+        self.pipeline_collector = PipelineCollector(live, self.campaigns)
         self.pipeline_collector.refresh()
         self._refreshed_at = time.monotonic()
         self.registry.register(self.pipeline_collector)

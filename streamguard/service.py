@@ -11,6 +11,11 @@ SIGTERM or Ctrl-C sets a flag; the current tick finishes, its outputs are commit
 clients close and the process exits 0. A broker that is down or goes away is retried with
 backoff while ``/readyz`` reports not-ready; no record is skipped, because offsets only
 move with committed outputs.
+
+Detector state is kept per input partition (``streamguard.partitions``) and checkpointed
+under the partition's name, so a partition that moves to another member takes its state
+along; a checkpoint older than the committed offset is caught up by a silent replay cut
+into the first run's ticks (``streamguard.state``).
 """
 
 from __future__ import annotations
@@ -35,56 +40,35 @@ from streamguard.kafka import (
     to_source_records,
 )
 from streamguard.metrics import Metrics
+from streamguard.partitions import Partition, PartitionKey, Partitions
 from streamguard.pipeline import Pipeline, SourceRecord, TickResult
 from streamguard.probes import Liveness
-from streamguard.state import Checkpoint, CheckpointStore, Offsets, fingerprint
+from streamguard.state import Checkpoint, CheckpointStore, fingerprint
 
 log = logging.getLogger(__name__)
 
 
 class Service:
-    """One consumer-group member running the pipeline."""
+    """One consumer-group member running one pipeline per owned input partition."""
 
     def __init__(
         self,
         settings: Settings,
-        pipeline: Pipeline,
+        new_pipeline: Callable[[], Pipeline],
         metrics: Metrics,
         liveness: Liveness,
         on_tick: Callable[[TickResult], None] = lambda result: None,
     ) -> None:
         self.settings = settings
-        self.pipeline = pipeline
+        self.partitions = Partitions(new_pipeline)
         self.metrics = metrics
         self.liveness = liveness
         self.on_tick = on_tick
         self.stopping = threading.Event()
         self.consumer: KafkaConsumer | None = None
         self.sink: KafkaSink | None = None
-        self.seen: Offsets = {}  # next offset per partition covered by the pipeline state
-        self.replay_until: Offsets = {}  # silent replay up to the committed offsets
-        self.replay_ticks: list[Offsets] = []  # where the first run's ticks ended, in order
-        self.replay_buffer: list[SourceRecord] = []  # read, not yet replayed
-        self.newly_assigned: list[TopicPartition] = []  # to check against the checkpoint
-        self.ticks_since_checkpoint = 0
-        self.checkpoints: CheckpointStore | None = None
-        if settings.state.dir is not None:
-            k = settings.kafka
-            self.checkpoints = CheckpointStore(settings.state.dir, f"{k.group_id}-{k.instance_id}")
-            restored = self.checkpoints.load(fingerprint(settings))
-            if restored is not None:
-                self.pipeline = restored.pipeline
-                self.seen = dict(restored.offsets)
-                self.replay_ticks = [
-                    ends
-                    for ends in self.checkpoints.ticks()
-                    if any(o > self.seen.get(key, -1) for key, o in ends.items())
-                ]
-                log.info(
-                    "restored detector state from %s (%d partitions)",
-                    self.checkpoints.path,
-                    len(self.seen),
-                )
+        self.newly_assigned: list[TopicPartition] = []  # to check against checkpoints
+        self.fingerprint = fingerprint(settings)
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
@@ -151,121 +135,135 @@ class Service:
             log.warning("poll failed: %r", exc)
             self.stopping.wait(1.0)
             return
-        records = self._replay(records)
         if not records:
             self._update_readiness()
             return
         started = time.perf_counter()
-        result = self.pipeline.process(records)
+        result = TickResult([])
+        for key, tick in records.items():
+            part = self.partitions.owned[key].pipeline.process(tick)
+            result.outcomes.extend(part.outcomes)
+            result.revocations.extend(part.revocations)
         self.metrics.observe_tick(result, time.perf_counter() - started)
+        done = [r for tick in records.values() for r in tick]
         committed = time.perf_counter()
         try:
-            self.sink.commit(result, records)
+            self.sink.commit(result, done)
         except CommitAbandoned as exc:
             if self.stopping.is_set():
                 log.warning("stopping with this tick uncommitted; it will be processed again")
                 return
             log.error("giving up on this tick's commit (%s); rewinding to committed offsets", exc)
-            self._rewind({(r.topic, r.partition) for r in records})
+            self._rewind(set(records))
             return
         self.metrics.commit_latency.observe(time.perf_counter() - committed)
-        self._advance(records, live=True)
+        for key, tick in records.items():
+            self._advance(key, tick, live=True)
         self.on_tick(result)
         self.liveness.set_ready(True)
         self.metrics.ready.set(1)
         self._observe_lag()
 
-    def _gather(self) -> list[SourceRecord]:
-        """One tick of records: what one poll returns, or, with ``tick_linger_ms``, polls
-        until ``max_poll_records`` are gathered or the linger time is up (fixed-size ticks
-        make a replay through Kafka score exactly like the in-process replay)."""
+    def _gather(self) -> dict[PartitionKey, list[SourceRecord]]:
+        """One tick: per partition, ``max_poll_records`` of its records. With
+        ``tick_linger_ms`` 0 a tick is whatever one poll brought; otherwise polling goes on
+        until a partition has a whole tick or the linger (from the first record) is up.
+        Whole ticks per partition make a partition's verdicts independent of how polls
+        interleaved partitions, of restarts and of how many members share the topic."""
         assert self.consumer is not None
         k = self.settings.kafka
-        records: list[SourceRecord] = []
-        deadline = time.monotonic() + k.tick_linger_ms / 1000.0
+        size = k.max_poll_records
+        linger = k.tick_linger_ms / 1000.0
+        deadline = time.monotonic() + linger
         while True:
-            want = k.max_poll_records - len(records)
-            polled = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=want)
-            if polled and not records:  # linger counts from the tick's first record
-                deadline = time.monotonic() + k.tick_linger_ms / 1000.0
-            records.extend(self._align_assigned(to_source_records(polled)))
-            if len(records) >= k.max_poll_records or time.monotonic() >= deadline:
-                return records
+            if self.partitions.pending() < size:
+                had_records = self.partitions.pending() > 0
+                polled = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=size)
+                fresh = self._replay(self._align_assigned(to_source_records(polled)))
+                if fresh and not had_records:  # linger counts from the tick's first record
+                    deadline = time.monotonic() + linger
+                self.partitions.add(fresh)
+            expired = k.tick_linger_ms == 0 or time.monotonic() >= deadline
+            if self.partitions.pending() >= size or expired:
+                break
             if self.stopping.is_set():
-                # A partial fixed-size tick is left uncommitted and re-read after a restart,
-                # so tick boundaries (and with them the verdicts) stay the same.
-                return records if k.tick_linger_ms == 0 else []
+                return {}  # partial ticks stay uncommitted; re-read after a restart
+        ticks: dict[PartitionKey, list[SourceRecord]] = {}
+        for key, part in self.partitions.owned.items():
+            tick = part.take_tick(size, partial=expired)
+            if tick:
+                ticks[key] = tick
+        return ticks
 
     def _replay(self, records: list[SourceRecord]) -> list[SourceRecord]:
-        """While a restored state lags the committed offsets, feed the gap to the pipeline
-        without publishing, cut into the first run's ticks; return the records to publish."""
-        if not self.replay_until:
-            return records
-        self.replay_buffer.extend(records)
-        self._replay_ticks()
-        if self.replay_until:
-            return []
-        # Caught up: records read past the gap go back, to be read again as whole ticks.
-        assert self.consumer is not None
-        first: Offsets = {}
-        for r in self.replay_buffer:
-            first.setdefault((r.topic, r.partition), r.offset)
-        for (topic, partition), offset in first.items():
-            self.consumer.seek(TopicPartition(topic, partition), offset)
-        self.replay_buffer = []
-        return []
-
-    def _replay_ticks(self) -> None:
-        """Replay every whole tick of the gap the buffer holds."""
-        while self.replay_until:
-            final = not self.replay_ticks
-            ends = self.replay_until if final else self.replay_ticks[0]
-            ends = {
-                k: min(o, self.replay_until[k]) for k, o in ends.items() if k in self.replay_until
-            }
-            if not all(self._read_up_to(k, o) for k, o in ends.items()):
-                return
-
-            tick: list[SourceRecord] = []
-            rest: list[SourceRecord] = []
-            for r in self.replay_buffer:
-                (tick if r.offset < ends.get((r.topic, r.partition), -1) else rest).append(r)
-            self.replay_buffer = rest
-            if tick:
-                self.pipeline.process(tick)
-                self._advance(tick, live=False)
-                log.info("replayed %d already-committed records to catch state up", len(tick))
-            if final:
-                self.replay_until.clear()
-            else:
-                self.replay_ticks.pop(0)
-
-    def _read_up_to(self, key: tuple[str, int], end: int) -> bool:
-        """Whether everything before ``end`` was read (the position also moves past
-        transaction markers, which no record follows)."""
-        assert self.consumer is not None
-        if any(r.offset >= end - 1 for r in self.replay_buffer if (r.topic, r.partition) == key):
-            return True
-        return self.consumer.position(TopicPartition(*key)) >= end
-
-    def _advance(self, records: list[SourceRecord], live: bool) -> None:
+        """Hold back records of partitions whose restored state lags the committed offset,
+        feed the gap to their pipeline without publishing (cut into the first run's
+        ticks), and return the records to process normally."""
+        live: list[SourceRecord] = []
         for r in records:
-            self.seen[(r.topic, r.partition)] = r.offset + 1
+            part = self.partitions.owned.get((r.topic, r.partition))
+            if part is not None and part.replay_until is not None:
+                part.replay_buffer.append(r)
+            else:
+                live.append(r)
+        for key, part in list(self.partitions.owned.items()):
+            if part.replay_until is not None:
+                self._replay_partition(key, part)
+        return live
+
+    def _replay_partition(self, key: PartitionKey, part: Partition) -> None:
+        assert self.consumer is not None
+        tp = TopicPartition(*key)
+        while part.replay_until is not None:
+            final = not part.replay_ticks
+            end = part.replay_until if final else min(part.replay_ticks[0], part.replay_until)
+            # Everything before ``end`` is read once a record at end - 1 (or later) is, or
+            # the position passed it (it also moves past transaction markers).
+            read = any(r.offset >= end - 1 for r in part.replay_buffer)
+            if not read and self.consumer.position(tp) < end:
+                return
+            tick = [r for r in part.replay_buffer if r.offset < end]
+            part.replay_buffer = [r for r in part.replay_buffer if r.offset >= end]
+            if tick:
+                part.pipeline.process(tick)
+                self._advance(key, tick, live=False)
+                log.info("replayed %d already-committed records of %s", len(tick), tp)
+            if final:
+                part.replay_until = None
+                if part.replay_buffer:  # read past the gap: read again as whole ticks
+                    self.consumer.seek(tp, part.replay_buffer[0].offset)
+                    part.replay_buffer = []
+            else:
+                part.replay_ticks.pop(0)
+
+    def _advance(self, key: PartitionKey, tick: list[SourceRecord], live: bool) -> None:
+        part = self.partitions.owned[key]
+        part.seen = tick[-1].offset + 1
         if not live:
             return  # no checkpoint mid-replay: it would drop the tick log the replay follows
-        if self.checkpoints is not None:
-            self.checkpoints.log_tick({(r.topic, r.partition): r.offset + 1 for r in records})
-        self.ticks_since_checkpoint += 1
-        if self.ticks_since_checkpoint >= self.settings.state.every_ticks:
-            self._checkpoint()
+        store = self._store(key)
+        if store is None:
+            return
+        store.log_tick({key: part.seen})
+        part.ticks_since_checkpoint += 1
+        if part.ticks_since_checkpoint >= self.settings.state.every_ticks:
+            self._checkpoint(key)
 
-    def _checkpoint(self) -> None:
-        if self.checkpoints is None or not self.seen or self.replay_until:
+    def _store(self, key: PartitionKey) -> CheckpointStore | None:
+        """Checkpoints are named by group and partition, not by member, so whichever
+        member owns the partition next finds them (a state dir shared by the members)."""
+        directory = self.settings.state.dir
+        if directory is None:
+            return None
+        return CheckpointStore(directory, f"{self.settings.kafka.group_id}-{key[0]}-{key[1]}")
+
+    def _checkpoint(self, key: PartitionKey) -> None:
+        part = self.partitions.owned.get(key)
+        store = self._store(key)
+        if store is None or part is None or part.seen is None or part.replay_until is not None:
             return  # mid-replay, the older checkpoint and its tick log are still what counts
-        self.checkpoints.save(
-            Checkpoint(fingerprint(self.settings), dict(self.seen), self.pipeline)
-        )
-        self.ticks_since_checkpoint = 0
+        store.save(Checkpoint(self.fingerprint, {key: part.seen}, part.pipeline))
+        part.ticks_since_checkpoint = 0
 
     def _update_readiness(self) -> None:
         assert self.consumer is not None
@@ -285,10 +283,14 @@ class Service:
         self.liveness.set_ready(False, f"commit failing: {exc!r}")
         self.liveness.beat()
 
-    def _rewind(self, partitions: set[tuple[str, int]]) -> None:
+    def _rewind(self, partitions: set[PartitionKey]) -> None:
         assert self.consumer is not None
         for topic, partition in partitions:
             tp = TopicPartition(topic, partition)
+            part = self.partitions.owned.get((topic, partition))
+            if part is not None:
+                part.pending = []
+                part.replay_buffer = []
             try:
                 committed = self.consumer.committed(tp)
                 if committed is None:
@@ -308,44 +310,77 @@ class Service:
                 )
 
     def _rebalanced(self, what: str, partitions: list[TopicPartition]) -> None:
-        if what == "revoked":
-            self.metrics.lag.clear()  # lag of partitions we no longer own is not ours to report
-            self._checkpoint()
-            gone = {(tp.topic, tp.partition) for tp in partitions}
-            self.replay_buffer = [
-                r for r in self.replay_buffer if (r.topic, r.partition) not in gone
-            ]
-            for key in gone & self.replay_until.keys():
-                del self.replay_until[key]
+        """Rebalance hook. kafka-python runs it on its IO thread, where blocking calls
+        such as committed() are refused, so assignments are settled after the poll."""
+        if what == "assigned":
+            self.newly_assigned.extend(partitions)
             return
-        # kafka-python runs this hook on its IO thread, where blocking calls such as
-        # committed() are refused; the main loop does the work after the poll returns.
-        self.newly_assigned.extend(partitions)
+        self.metrics.lag.clear()  # lag of partitions we no longer own is not ours to report
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._checkpoint(key)
+            part = self.partitions.owned.get(key)
+            if part is not None:
+                # Uncommitted: whoever owns the partition next reads them again.
+                part.first_dropped = part.pending[0].offset if part.pending else None
+                part.pending = []
+                part.replay_buffer = []
+                part.replay_until = None
 
     def _align_assigned(self, polled: list[SourceRecord]) -> list[SourceRecord]:
-        """For partitions just assigned whose checkpoint is older than the committed
-        offset, seek back to the checkpoint (the gap is replayed silently) and drop what
-        the poll already returned from the committed offset on."""
+        """Settle new assignments: keep the in-memory state of a partition that nobody
+        else moved on, else load its checkpoint; when that state lags the committed
+        offset, seek back to it so the gap is replayed silently. Drop what this poll
+        already returned from such partitions."""
         if not self.newly_assigned:
             return polled
         assert self.consumer is not None
-        rewound: set[tuple[str, int]] = set()
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        for key in [k for k in self.partitions.owned if k not in assigned]:
+            del self.partitions.owned[key]
+        rewound: set[PartitionKey] = set()
         for tp in self.newly_assigned:
             key = (tp.topic, tp.partition)
-            if key not in self.seen:
+            committed = self.consumer.committed(tp)
+            part = self.partitions.owned.get(key)
+            if committed is None:  # nothing committed yet: re-read what was dropped, if any
+                if part is not None and part.first_dropped is not None:
+                    self.consumer.seek(tp, part.first_dropped)
+                    part.first_dropped = None
+                    rewound.add(key)
                 continue
-            committed = self.consumer.committed(tp) or 0
-            if self.seen[key] < committed:
-                self.consumer.seek(tp, self.seen[key])
-                self.replay_until[key] = committed
-                rewound.add(key)
-            elif self.seen[key] > committed:
+            if part is None or part.seen != committed:
+                part = self._restore(key)
+            # Seek explicitly: records read before the rebalance were dropped (pending is
+            # cleared on revoke), whether or not the client kept its fetch position.
+            start = committed
+            if part.seen is not None and part.seen < committed:
+                start = part.seen
+                part.replay_until = committed
+            elif part.seen is not None and part.seen > committed:
                 log.warning("checkpoint of %s is ahead of the committed offset; using it", tp)
+            self.consumer.seek(tp, start)
+            rewound.add(key)
         self.newly_assigned = []
         return [r for r in polled if (r.topic, r.partition) not in rewound]
 
+    def _restore(self, key: PartitionKey) -> Partition:
+        """The partition's checkpointed state (and its tick log), or fresh state."""
+        store = self._store(key)
+        restored = store.load(self.fingerprint) if store is not None else None
+        if store is None or restored is None or key not in restored.offsets:
+            part = self.partitions.owned[key] = Partition(self.partitions.factory())
+            return part
+        seen = restored.offsets[key]
+        part = Partition(restored.pipeline, seen=seen)
+        part.replay_ticks = [e[key] for e in store.ticks() if e.get(key, -1) > seen]
+        self.partitions.owned[key] = part
+        log.info("restored detector state of %s from %s", key, store.path)
+        return part
+
     def _close(self) -> None:
-        self._checkpoint()
+        for key in list(self.partitions.owned):
+            self._checkpoint(key)
         if self.sink is not None:
             try:
                 self.sink.close()

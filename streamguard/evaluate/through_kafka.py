@@ -63,7 +63,7 @@ def replay_through_kafka(
         if seen[0] >= len(lines):
             done.set()
 
-    service = Service(settings, build_pipeline(settings), Metrics(), Liveness(), on_tick)
+    service = Service(settings, lambda: build_pipeline(settings), Metrics(), Liveness(), on_tick)
     thread = threading.Thread(target=service.run, daemon=True)
     started = time.perf_counter()
     thread.start()
