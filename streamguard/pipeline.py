@@ -109,6 +109,12 @@ class ReleaseLog:
         if len(releases) > self.per_account:
             del releases[0]
 
+    def expire(self, now: float) -> None:
+        """Forget accounts whose newest release left the window (least recently touched
+        first), so the log holds a window of traffic, not every account ever seen."""
+        horizon = now - self.window_seconds
+        self.table.expire(lambda releases: not releases or releases[-1].ts < horizon)
+
     def take(self, account_id: str, since_ts: float, now: float) -> list[Release]:
         """Remove and return the account's releases since ``since_ts`` within the window."""
         releases = self.table.get(account_id)
@@ -246,6 +252,7 @@ class Pipeline:
         for o in outcomes:
             if o.action is Action.CLEAN and o.event is not None and o.record.value is not None:
                 self.releases.record(o.event, o.record.value)
+        self.releases.expire(self.features.watermark)
 
 
 def _slice(batch: Batch, i: int) -> Batch:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
-from factories import benign_stream, event, records
+from factories import T0, benign_stream, event, records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamguard.assembly import build_pipeline
 from streamguard.config import load_settings
 from streamguard.detectors.base import Batch, Flag, Scores
-from streamguard.events import Action, InvalidEvent, Reason, Verdict
-from streamguard.pipeline import Pipeline, SourceRecord, dlq_message, quarantine_message
+from streamguard.events import Action, FeedbackEvent, InvalidEvent, Reason, Verdict
+from streamguard.pipeline import (
+    Pipeline,
+    ReleaseLog,
+    SourceRecord,
+    dlq_message,
+    quarantine_message,
+)
 from streamguard.policy import Policy, PolicyConfig
 
 
@@ -201,3 +207,13 @@ def test_fuzzed_input_never_crashes_the_default_pipeline(values):
         assert len(result.outcomes) == len(values)
         for o in result.outcomes:
             assert (o.action is Action.DLQ) == (o.error is not None)
+
+
+def test_release_log_forgets_accounts_whose_releases_left_the_window():
+    log = ReleaseLog(max_accounts=1_000, per_account=8, window_seconds=100.0)
+    for i in range(50):
+        log.record(FeedbackEvent.model_validate(event(i, account_id=f"a{i}", ts=T0 + i)), b"{}")
+    log.expire(T0 + 120.5)  # the horizon, T0 + 20.5, falls between releases 20 and 21
+    assert len(log.table) == 29
+    assert log.take("a20", 0.0, T0 + 49) == []
+    assert [r.event_id for r in log.take("a21", 0.0, T0 + 49)] == ["e21"]
