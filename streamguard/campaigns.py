@@ -47,6 +47,10 @@ class Campaign:
     # quiet targets, not through popular camouflage.
     target_rates: dict[str, float] = field(default_factory=dict)
     target_established_rates: dict[str, float] = field(default_factory=dict)
+    target_all_rates: dict[str, float] = field(default_factory=dict)  # ratings of any value
+    # Each target's stream clock and established raters' count at its extreme when it
+    # became one, to notice an item that has since grown popular.
+    target_baselines: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     @property
     def window(self) -> tuple[float, float]:
@@ -72,6 +76,8 @@ class Campaign:
             self.last_clock,
             dict(self.target_rates),
             dict(self.target_established_rates),
+            dict(self.target_all_rates),
+            dict(self.target_baselines),
         )
 
     def summary(self) -> str:

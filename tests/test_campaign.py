@@ -365,3 +365,86 @@ def test_side_group_keeps_one_entry_per_account_and_trims():
     assert g.who == ["c", "d"]
     g.truncate(1)
     assert g.who == ["c"] and list(g.clock) == [3]
+
+
+def test_a_push_whose_first_ratings_were_already_learned_is_still_found():
+    """Ticks of 10 let the first fakes' target ratings pass clean and enter the item's
+    baseline before the group is surprising: the push must not make itself look normal."""
+    s = Stream(seed=12)
+    s.benign(2000)
+    s.attack("i52", 20, gap=400.0)  # slow enough that early ratings are learned first
+    det = detector()
+    scores, *_ = run(det, s.events, size=10)
+    (camp,) = det.campaigns()
+    assert "i52" in camp.targets and len(set(camp.members) & s.fake) >= 18
+
+
+def test_a_sloppy_fake_one_step_off_the_extreme_before_the_opening_joins():
+    s = Stream(seed=13)
+    s.benign(2000)
+    s.attack("i57", 1, value=4.0, prefix="sloppy")  # a 4 where the others give 5
+    s.attack("i57", 15)
+    det = detector()
+    run(det, s.events)
+    (camp,) = det.campaigns()
+    assert "sloppy0" in camp.members
+
+
+def _anonymous(events: list[dict[str, Any]], accounts: set[str]) -> None:
+    for e in events:
+        if e["account_id"] in accounts:
+            e.pop("account_created_at", None)
+            e.pop("ip", None)
+
+
+def test_without_metadata_the_burst_keeps_growing_through_a_target_with_some_history():
+    """A target some honest users like (not quiet) still takes in the rest of a burst of
+    accounts without creation dates, by its pace; honest raters after it do not join."""
+    s = Stream(seed=14)
+    s.benign(3000)
+    for k in range(12):  # honest history at 5 on the target
+        s._add(f"u{k}", "i20", 5.0, T0 - 400 * DAY)
+        s.benign(50)
+    s.attack("i20", 30, gap=30.0)
+    s.benign(1500)
+    _anonymous(s.events, s.fake)
+    det = detector()
+    run(det, s.events)
+    (camp,) = det.campaigns()
+    assert len(set(camp.members) & s.fake) >= 28
+    assert set(camp.members) <= s.fake
+
+
+def test_late_detection_revokes_every_earlier_clean_event_of_the_members():
+    """Events released before the campaign was found come back: tombstones for exactly the
+    released ones, a quarantine record with a 'retroactive' reason and the campaign id."""
+    s = Stream(seed=15)
+    s.benign(1500)
+    s.attack("i58", 20)
+    s.benign(100)
+    det = detector()
+    pipe = Pipeline([det], Policy([], [det.name], PolicyConfig()))
+    recs = records(s.events)
+    released: dict[str, bytes] = {}
+    quarantined: set[str] = set()
+    revocations = []
+    for start in range(0, len(recs), 5):  # a tick per fake account: the first ones go out
+        result = pipe.process(recs[start : start + 5])
+        for o in result.outcomes:
+            assert o.event is not None and o.record.value is not None
+            if o.action is Action.CLEAN:
+                released[o.event.event_id] = o.record.value
+            else:
+                quarantined.add(o.event.event_id)
+        revocations += result.revocations
+    (camp,) = det.campaigns()
+    member_events = {e["event_id"] for e in s.events if e["account_id"] in camp.members}
+    revoked = {r.event_id for r in revocations}
+    assert revoked, "the first members' events went out before the campaign was found"
+    assert revoked <= released.keys() and len(revoked) == len(revocations)  # once each
+    assert all(released[r.event_id] == r.value for r in revocations)  # the original event
+    assert member_events <= quarantined | revoked  # nothing of a member stays clean
+    for r in revocations:
+        (reason,) = r.verdict.reasons
+        assert r.verdict.retroactive and r.verdict.action is Action.QUARANTINE
+        assert reason.detail.startswith("retroactive") and reason.campaign_id == camp.id

@@ -32,9 +32,12 @@ quarantined outright) that then grows:
   sock puppets are small; a real MovieLens user in a 300-film sitting is not;
 - every later event of a member within that cap is quarantined while the campaign is
   active (``hold_hours`` of event time or ``hold_events`` rated events since its last
-  activity, at least as long as it has lasted), with the campaign id in the reason;
+  activity), with the campaign id in the reason;
 - a new account that rates a quiet target (one honest rating at that extreme expected
-  over a hold, at most) at or one step off the campaign's extreme joins; on a busier
+  over a hold, at most; or, while the burst goes on, one the campaign rates far faster
+  than honest users do, unless established raters have since made it popular) at or one
+  step off the campaign's extreme joins, as do such accounts seen one step off in the
+  opening window; on a busier
   target (fewer than three expected from established accounts: one made busy by the
   push itself) only accounts whose creation date says they are new; on a popular item
   nobody joins, the campaign keeps its opening group. An account whose creation date says
@@ -97,6 +100,8 @@ _BANDS = 16  # item popularity bands for the new-account share
 # only, which a push by new accounts cannot inflate) only accounts young by creation date.
 _QUIET = 1.0
 _BUSY = 3.0
+_ODDS = 4.0
+_GAPS = 10.0  # a burst goes on while the next account comes within this many typical gaps
 
 
 class CampaignSettings(BaseModel):
@@ -160,13 +165,16 @@ class _Account:
 class _Item:
     """One item: the clocks of its recent ratings, its extreme groups, its kept baseline."""
 
-    __slots__ = ("clock", "high", "low", "born", "base_clock", "c_all", "c_high", "c_low",
+    __slots__ = ("clock", "high", "low", "near", "born", "base_clock", "c_all", "c_high", "c_low",
                  "e_all", "e_high", "e_low", "last_ts", "last_clock")  # fmt: skip
 
     def __init__(self, clock: int, ts: float) -> None:
         self.clock = array("q")  # stream clocks of the last ``ring_size`` rated events
         self.high = SideGroup()
         self.low = SideGroup()
+        # Ratings one step off an extreme (a sloppy fake's 4 or 2), side in the flag's bit 1:
+        # never evidence, but the accounts join a campaign opened on the item. Made on use.
+        self.near: SideGroup | None = None
         self.born = clock  # stream clock when first seen: the start of its exposure
         self.base_clock = clock  # stream clock of the baseline counts below
         self.c_all = 0.0  # decayed counts of kept rated events
@@ -179,13 +187,16 @@ class _Item:
         self.last_clock = clock
 
     def snapshot(self) -> tuple[Any, ...]:
-        return len(self.clock), len(self.high), len(self.low), self.last_ts, self.last_clock
+        near = len(self.near) if self.near is not None else 0
+        return len(self.clock), len(self.high), len(self.low), near, self.last_ts, self.last_clock
 
     def restore(self, snap: tuple[Any, ...]) -> None:
-        n, high, low, self.last_ts, self.last_clock = snap
+        n, high, low, near, self.last_ts, self.last_clock = snap
         del self.clock[n:]
         self.high.truncate(high)
         self.low.truncate(low)
+        if self.near is not None:
+            self.near.truncate(near)
 
 
 @dataclass
@@ -470,12 +481,16 @@ class CampaignDetector:
             group = item.high if side == HIGH else item.low
             if not near:
                 group.push(clock, ts, fresh, account_id)
+            else:
+                if item.near is None:
+                    item.near = SideGroup()
+                item.near.push(clock, ts, fresh | (side << 1), account_id)
             if targets or tick_targets:
                 target = tick_targets.get((item_id, side)) or targets.get((item_id, side))
                 camp = self._campaign(tick, target) if target else None
                 if camp is not None and self._active(camp, ts, clock):
                     tick.clock = clock
-                    self._grow(tick, i, camp, item_id, acc, fresh, near, ts, flags)
+                    self._grow(tick, i, camp, item_id, item, side, acc, fresh, near, ts, flags)
                     continue
             if armed and not near and len(group) >= min_accounts:
                 tick.clock = clock
@@ -487,14 +502,30 @@ class CampaignDetector:
         tick.scores.flagged_accounts = list(flags.values())
         return tick
 
-    def _grow(self, tick: _Tick, i: int, camp: Campaign, item_id: str, acc: _Account,
-              fresh: bool, near: bool, ts: float, flags: dict[str, Flag]) -> None:  # fmt: skip
+    def _grow(self, tick: _Tick, i: int, camp: Campaign, item_id: str, item: _Item,
+              side: int, acc: _Account, fresh: bool, near: bool, ts: float,
+              flags: dict[str, Flag]) -> None:  # fmt: skip
         """A side rating on an active campaign's target: join, or quarantine the rating."""
         if acc.id in camp.members:
             return
         capped = acc.n <= camp.evidence.get("member_cap", math.inf)  # as busy as the group
         unknown = acc.created != acc.created  # no creation date: maybe a new account
-        quiet = camp.target_rates.get(item_id, math.inf) * self.hold_events < _QUIET
+        natural = camp.target_rates.get(item_id, math.inf)
+        # While the burst goes on (the next account comes within _GAPS of its typical
+        # gaps), its pace (members per rated event) against the target's honest pace at
+        # this extreme (or, one step off, at any value): at _ODDS to one, a new account
+        # rating the target is far likelier a fake than not. After the burst the pace
+        # proves nothing: the item may have grown popular.
+        lasted = max(camp.last_clock - camp.start_clock, 1)
+        members = max(len(camp.members), 1)
+        honest = camp.target_all_rates.get(item_id, math.inf) if near else natural
+        pacing = (
+            tick.clock - camp.last_clock <= _GAPS * lasted / members
+            and members >= _ODDS * honest * lasted
+        )
+        quiet = (natural * self.hold_events < _QUIET or pacing) and not self._grew_popular(
+            camp, item_id, item, side, tick.clock
+        )
         settled = camp.target_established_rates.get(item_id, math.inf) * self.hold_events
         young = acc.created == acc.created and fresh  # new by its creation date
         # Through a quiet target join new accounts (also one step off the extreme: sloppy
@@ -517,6 +548,16 @@ class CampaignDetector:
             camp.established += 1
             self._mark(tick, i, camp, f"rated a target of {camp.summary()}")
 
+    def _grew_popular(self, camp: Campaign, item_id: str, item: _Item, side: int,
+                      clock: int) -> bool:  # fmt: skip
+        """Have established raters (whom a push by new accounts cannot fake) given the target
+        this extreme far more often since it became one than its rate then predicted? A
+        launch that was quiet when pushed may since have become popular."""
+        since, before = camp.target_baselines.get(item_id, (clock, 0.0))
+        expected = camp.target_established_rates.get(item_id, 0.0) * (clock - since)
+        seen = (item.e_high if side == HIGH else item.e_low) - before
+        return seen > expected + 2.0 * math.sqrt(expected) + 2.0
+
     def _detect(self, tick: _Tick, i: int, item_id: str, item: _Item, group: SideGroup,
                 side: int, first: int, ts: float, flags: dict[str, Flag]) -> None:  # fmt: skip
         """Is the group of accounts that gave this item this extreme surprising? Open one."""
@@ -537,6 +578,8 @@ class CampaignDetector:
         members = group.who[lo:]
         natural = evidence["natural_rate"]
         established = evidence["established_rate"]
+        any_value = evidence.pop("any_rate")
+        e_side = item.e_high if side == HIGH else item.e_low
         overlap = self._overlapping(tick, members, side)
         if overlap is not None:
             # The same accounts on another item: a further target only if it is at least as
@@ -548,6 +591,8 @@ class CampaignDetector:
             camp.targets.setdefault(item_id, ts)
             camp.target_rates[item_id] = natural
             camp.target_established_rates[item_id] = established
+            camp.target_baselines[item_id] = (tick.clock, e_side)
+            camp.target_all_rates[item_id] = any_value
         else:
             camp = Campaign(
                 id=f"lockstep-{tick.next_id}",
@@ -564,6 +609,8 @@ class CampaignDetector:
                 last_clock=tick.clock,
                 target_rates={item_id: natural},
                 target_established_rates={item_id: established},
+                target_baselines={item_id: (tick.clock, e_side)},
+                target_all_rates={item_id: any_value},
             )
             tick.next_id += 1
             tick.campaigns[camp.id] = camp
@@ -599,8 +646,28 @@ class CampaignDetector:
             else:
                 camp.established += 1
             flags[account] = self._flag(camp, acc, fresh=member, ts=group.ts[k])
+        self._near_members(tick, item, side, camp, cap, max(reach, first), flags)
         camp.evidence["fresh_members"] = float(len(camp.members))
         self._mark(tick, i, camp, f"opened {camp.summary()}")
+
+    def _near_members(self, tick: _Tick, item: _Item, side: int, camp: Campaign, cap: float,
+                      reach: float, flags: dict[str, Flag]) -> None:  # fmt: skip
+        """New accounts that gave the target one step off the extreme within reach (or
+        anywhere, when young by creation date) join the campaign it opened."""
+        near = item.near
+        if near is None:
+            return
+        for k, account in enumerate(near.who):
+            code = near.fresh[k]
+            if code >> 1 != side or not code & 1 or account in camp.members:
+                continue
+            acc = self._account_view(tick, account)
+            if acc is None or acc.n > cap:
+                continue
+            if near.clock[k] >= reach or acc.created == acc.created:
+                camp.members[account] = near.ts[k]
+                tick.members[account] = camp.id
+                flags[account] = self._flag(camp, acc, fresh=True, ts=near.ts[k])
 
     def _scan(self, tick: _Tick, item: _Item, group: SideGroup, side: int,
               first: int) -> tuple[int, float, dict[str, float]] | None:  # fmt: skip
@@ -616,8 +683,17 @@ class CampaignDetector:
         ceiling = min(0.95, math.sqrt(g_side))  # natural share at one extreme, when unknown
         # A gate before the real work: no window can be concentrated beyond its item's share
         # (undecayed counts give a lower bound of the share: decay pulls it to the ceiling).
-        raw = ((item.c_high if side == HIGH else item.c_low) + 10.0 * ceiling) / (item.c_all + 10.0)
-        low_share = min(raw, ceiling)
+        # New accounts' ratings in the group, learned while nobody suspected them, are not
+        # the item's history (see below): at most all reachable ones come off both counts.
+        learned_group = bisect_right(group.clock, self._clock)  # entries already learned
+        fresh = group.fresh
+        own = sum(fresh[len(group) - size : learned_group])
+        raw_side = max((item.c_high if side == HIGH else item.c_low) - own, 0.0)
+        raw = (raw_side + 10.0 * ceiling) / (max(item.c_all - own, raw_side) + 10.0)
+        raw_established = ((item.e_high if side == HIGH else item.e_low) + 10.0 * ceiling) / (
+            item.e_all + 10.0
+        )
+        low_share = min(max(raw, raw_established), ceiling)
         clocks = item.clock
         n_ring = len(clocks)
         end = len(group)
@@ -632,22 +708,20 @@ class CampaignDetector:
         if not windows and self.trace is None:
             return None
         now = tick.clock
-        learned_group = bisect_right(group.clock, self._clock)  # entries already learned
         tau = self._tau
         decay = math.exp(-(now - item.base_clock) / tau)
         c_side = (item.c_high if side == HIGH else item.c_low) * decay
         c_all = item.c_all * decay
         exposure = tau * -math.expm1(-(now - item.born) / tau)
         prior_rate = 0.5 * max(len(self._items), 1) / g_side  # an average item, half an event
-        shape = 0.5 + c_side
         rate = prior_rate + exposure
-        share = (c_side + 10.0 * ceiling) / (c_all + 10.0)
+        e_side = (item.e_high if side == HIGH else item.e_low) * decay
+        share_established = (e_side + 10.0 * ceiling) / (item.e_all * decay + 10.0)
         # New accounts' usual share at this extreme on items as popular as this one.
         new, seen = self._band_fresh[side][_band(c_all)]
         q_fresh = min(max((new + 10.0 * self._g_fresh[side]) / (seen + 10.0), 0.01), 0.99)
         log_q = -math.log(q_fresh)
-        mean, half = shape / rate, 0.5 * self.threshold_nats
-        fresh = group.fresh
+        half = 0.5 * self.threshold_nats
         probe = self.trace is not None  # tracing evaluates every window, for analysis
         best: tuple[int, float, dict[str, float]] | None = None
         for j in windows:
@@ -655,6 +729,18 @@ class CampaignDetector:
             start = group.clock[lo]
             span = max(now - start, 1)
             n_all = n_ring - bisect_left(clocks, start)
+            # The item's history without the group's new accounts (learned before the group
+            # looked suspicious): a push by new accounts must not make itself look normal.
+            # Its share at this extreme is also read from established raters alone, which
+            # such a push cannot move (and which keep a good item's enthusiasm its own).
+            own = sum(fresh[lo:learned_group])
+            side_before = max(c_side - own, 0.0)
+            shape = 0.5 + side_before
+            mean = shape / rate
+            share = max(
+                (side_before + 10.0 * ceiling) / (max(c_all - own, side_before) + 10.0),
+                share_established,
+            )
             # Cheap bounds first: most groups on busy items are neither dense nor concentrated.
             if j - 1 <= share * (n_all - 1) + 1.0 and not probe:
                 continue
@@ -687,10 +773,12 @@ class CampaignDetector:
                 # decayed count without the window's own ratings (learned while nobody
                 # suspected them) over the item's exposure; once from every account, once
                 # from established accounts only, which a push by new accounts cannot move.
-                e_side = (item.e_high if side == HIGH else item.e_low) * decay
-                settled = learned_group - lo - sum(fresh[lo:learned_group])
-                established = max(e_side - max(settled, 0), 0.5) / max(exposure, 1.0)
-                everyone = max(c_side - max(learned_group - lo, 0), 0.5) / max(exposure, 1.0)
+                # Posterior means (the volume question's Gamma prior): an item seen for a
+                # short while is not known to be busy.
+                settled = max(learned_group - lo - sum(fresh[lo:learned_group]), 0)
+                established = (0.5 + max(e_side - settled, 0.0)) / rate
+                everyone = shape / rate
+                any_value = (0.5 + max(c_all - learned_group + lo, 0.0)) / rate
                 best = (j, nats, {
                     "accounts": float(j), "window_events": float(span),
                     "item_ratings": float(n_all), "fresh": float(n_fresh),
@@ -698,7 +786,7 @@ class CampaignDetector:
                     "concentration_nats": s_conc, "fresh_nats": s_fresh,
                     "shared_nats": s_shared, "nats": nats,
                     "natural_rate": max(everyone, established),
-                    "established_rate": established,
+                    "established_rate": established, "any_rate": any_value,
                 })  # fmt: skip
         return best
 
@@ -767,10 +855,12 @@ class CampaignDetector:
 
     def _active(self, camp: Campaign, ts: float, clock: int) -> bool:
         """Open while its members keep acting: for ``hold_hours`` of event time or
-        ``hold_events`` rated events (at least as long as it has lasted) after its last
-        activity, whichever is longer."""
-        hold = max(self.hold_events, camp.last_clock - camp.start_clock)
-        return ts - camp.last_ts <= self.hold_hours * 3600.0 or clock - camp.last_clock <= hold
+        ``hold_events`` rated events after its last activity, whichever is longer (not
+        longer for having lasted: a target that grew popular must not keep it open)."""
+        return (
+            ts - camp.last_ts <= self.hold_hours * 3600.0
+            or clock - camp.last_clock <= self.hold_events
+        )
 
     def _known_member(self, tick: _Tick, account_id: str) -> bool:
         if account_id in tick.members:
@@ -830,8 +920,8 @@ class CampaignDetector:
             if len(item.clock) > ring_size:
                 del item.clock[: len(item.clock) - ring_size]
             first = item.clock[0] if len(item.clock) >= ring_size else 0
-            for group in (item.high, item.low):
-                if group.who and group.clock[0] < first:
+            for group in (item.high, item.low, item.near):
+                if group is not None and group.who and group.clock[0] < first:
                     group.trim(first, ring_size)
             self._items.put(item_id, item)
         for cid, camp in tick.campaigns.items():
@@ -861,6 +951,8 @@ class CampaignDetector:
                 if item is not None:
                     item.high.remove(accounts)
                     item.low.remove(accounts)
+                    if item.near is not None:
+                        item.near.remove(accounts)
 
     def _learn(self, batch: Batch, keep: np.ndarray, tick: _Tick) -> None:
         """Item baselines and global shares, from kept rated events only."""

@@ -121,7 +121,7 @@ class SideGroup:
         self.fresh = bytearray()
         self.who: list[str] = []
 
-    def push(self, clock: int, ts: float, fresh: bool, who: str) -> None:
+    def push(self, clock: int, ts: float, fresh: int, who: str) -> None:
         if who in self.who:
             return
         self.clock.append(clock)
