@@ -32,6 +32,7 @@ EXPECTED = {
     "shilling_average",
     "shilling_bandwagon",
     "shilling_nuke",
+    "shilling_spread",
     "rating_bombing",
     "review_spam",
     "label_flip",

@@ -451,6 +451,7 @@ class Shilling(Attack):
 
     model: Literal["random", "average", "bandwagon"] = "average"
     intent: Intent = "push"
+    min_accounts: int = 20  # issue 5's bar is about campaigns of 20+ fake accounts
     targets: int = 1
     filler_frac: float = 0.01
     filler_min: int = 5

@@ -65,6 +65,11 @@ _ALL = (
         (Shilling(model="average", intent="nuke"),),
     ),
     Scenario(
+        "shilling_spread",
+        "average-attack push whose accounts arrive over two weeks (up to the run's span)",
+        (Shilling(model="average", timing=Timing(mode="spread", days=14.0, sessions=2)),),
+    ),
+    Scenario(
         "rating_bombing",
         "a crowd drags one popular item's ratings down within hours, little filler",
         (RatingBombing(),),
