@@ -45,7 +45,8 @@ def tick_records(start: int, rng: np.random.Generator) -> list[SourceRecord]:
     items = (rng.zipf(1.3, TICK) - 1) % ITEMS
     ratings = np.clip(np.round(rng.normal(3.8, 1.0, TICK)), 1, 5).astype(int)
     out = []
-    for i, a, it, r in zip(idx.tolist(), accounts.tolist(), items.tolist(), ratings.tolist()):
+    columns = (idx.tolist(), accounts.tolist(), items.tolist(), ratings.tolist())
+    for i, a, it, r in zip(*columns, strict=True):
         event = {
             "event_id": f"e{i}",
             "ts": T0 + i * STEP_S,

@@ -213,7 +213,9 @@ def bench_kafka(bootstrap: str, n: int) -> dict[str, float]:
             if seen[0] >= len(lines):
                 finished.set()
 
-        service = Service(settings, build_pipeline(settings), Metrics(), Liveness(), on_tick)
+        service = Service(
+            settings, lambda: build_pipeline(settings), Metrics(), Liveness(), on_tick
+        )
         thread = threading.Thread(target=service.run, daemon=True)
         thread.start()
         finished.wait(600)
@@ -266,7 +268,7 @@ def bench_latency(bootstrap: str, rate: float, seconds: float) -> dict[str, floa
             if o.event is not None and o.event.attrs:
                 latencies.append(now - o.event.attrs["sent"])
 
-    service = Service(settings, build_pipeline(settings), Metrics(), Liveness(), on_tick)
+    service = Service(settings, lambda: build_pipeline(settings), Metrics(), Liveness(), on_tick)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
     time.sleep(5)  # join the group
@@ -371,6 +373,9 @@ def write_markdown(
             f"| {m['accounts']:,} | {m['rss_growth'] / 2**20:,.1f} | "
             f"{m['rss_growth'] / m['accounts']:,.0f} |"
         )
+    soak = Path(__file__).with_name("soak.md")
+    if soak.exists():  # a long run, kept apart: python benchmarks/bench_soak.py
+        lines += ["", soak.read_text(encoding="utf-8").replace("## Soak", "## 5. Soak", 1)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
