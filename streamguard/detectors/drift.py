@@ -84,6 +84,9 @@ class DriftSettings(BaseModel):
     prime_events: int = Field(200, ge=0)
     follow_hours: float = Field(3.0, ge=0)
     follow_min_share: float = Field(0.4, ge=0, le=1)
+    # Only drivers this suspicious (excess x newness) have their other events held and
+    # their releases revoked: an established account's one excess rating is not filler.
+    follow_min_score: float = Field(0.7, ge=0, le=1)
     buffer_size: int = Field(64, ge=1)
     global_delta: float = Field(0.002, gt=0, lt=1)
     global_block: int = Field(50, ge=10)
@@ -275,6 +278,7 @@ class DriftDetector:
         prime_events: int = 200,
         follow_hours: float = 3.0,
         follow_min_share: float = 0.4,
+        follow_min_score: float = 0.7,
         buffer_size: int = 64,
         global_delta: float = 0.002,
         global_block: int = 50,
@@ -307,6 +311,7 @@ class DriftDetector:
         self.prime_events = prime_events
         self.follow_hours = follow_hours
         self.follow_min_share = follow_min_share
+        self.follow_min_score = follow_min_score
         self.buffer_size = buffer_size
         self.global_delta = global_delta
         self.global_block = global_block
@@ -389,6 +394,7 @@ class DriftDetector:
         for field, value in (
             ("min_weight", self.min_weight),
             ("follow_min_share", self.follow_min_share),
+            ("follow_min_score", self.follow_min_score),
             ("min_excess", self.min_excess),
             ("label_min_excess", self.label_min_excess),
             ("global_max_score", self.global_max_score),
@@ -625,12 +631,13 @@ class DriftDetector:
                 f"account {d.account} drove the drift on {d.key} at {_clock(ts)} "
                 f"({d.campaign_id}); its events within {self.follow_hours:g} h of that are held"
             )
-            old = follows.get(d.account)
-            if old is None or d.score > old.score:
-                follows[d.account] = Follow(d.campaign_id, ts, d.score, detail)
-            flag = flags.get(d.account)
-            if flag is None or d.score > flag.score:
-                flags[d.account] = Flag(d.account, d.campaign_id, detail, d.score, ts - span)
+            if d.score >= self.follow_min_score:
+                old = follows.get(d.account)
+                if old is None or d.score > old.score:
+                    follows[d.account] = Follow(d.campaign_id, ts, d.score, detail)
+                flag = flags.get(d.account)
+                if flag is None or d.score > flag.score:
+                    flags[d.account] = Flag(d.account, d.campaign_id, detail, d.score, ts - span)
             if d.index >= 0:
                 i = int(index[d.index])
                 if d.score > scores[i]:
