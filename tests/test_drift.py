@@ -440,3 +440,36 @@ def test_adwin_reference_is_what_the_global_mix_runs():
     mix = GlobalMix(delta=0.01, block=50)
     assert all(isinstance(a, ADWIN) and a.delta == 0.01 for a in mix.adwins)
     assert ph_initial_row()[4] == float("inf")
+
+
+def test_established_accounts_in_a_bombing_keep_their_other_events():
+    s = Stream(seed=6)
+    s.quality["i7"] = 4.3
+    s.benign(2000)
+    for _ in range(30):  # the fans have a long, ordinary history in the stream
+        for k in range(0, 60, 3):
+            item = f"i{s.rng.integers(len(s.quality))}"
+            rating = float(np.clip(np.round(s.rng.normal(s.quality[item], 0.9)), 1, 5))
+            s.add(item, rating, f"fan{k}")
+    s.benign(150, item="i7")
+    for k in range(60):  # new bombers, and established fans rallied to the cause
+        s.add("i7", 1.0, f"bomber{k}", age_days=1.0, gap=20.0)
+        s.add("i3", 4.0, f"bomber{k}", age_days=1.0, gap=20.0)
+        if k % 3 == 0:
+            s.add("i7", 1.0, f"fan{k}", gap=20.0)
+            s.add("i5", 4.0, f"fan{k}", gap=20.0)
+        s.benign(1)
+    start = len(s.events) - 200
+    fans_other = ids_where(
+        s.events[start:], lambda e: e.account_id.startswith("fan") and e.item_id != "i7"
+    )
+
+    def fans_held(detector: DriftDetector) -> tuple[int, bool]:
+        out = run(detector, s.events, tick=50)
+        held = sum(out["scores"][e] >= 0.5 for e in fans_other)
+        return held, any(f.account_id.startswith("fan") for f in out["flags"])
+
+    assert fans_held(DriftDetector()) == (0, False)
+    # the control: following every driver would hold the fans' other events too
+    held, flagged = fans_held(DriftDetector(follow_min_score=0.0))
+    assert held > 0 and flagged

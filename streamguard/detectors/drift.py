@@ -85,7 +85,8 @@ class DriftSettings(BaseModel):
     follow_hours: float = Field(3.0, ge=0)
     follow_min_share: float = Field(0.4, ge=0, le=1)
     # Only drivers this suspicious (excess x newness) have their other events held and
-    # their releases revoked: an established account's one excess rating is not filler.
+    # their releases revoked: an account established in the stream (weight 0.55) that
+    # joins a shift keeps the rest of its history; its driving rating is still held.
     follow_min_score: float = Field(0.7, ge=0, le=1)
     buffer_size: int = Field(64, ge=1)
     global_delta: float = Field(0.002, gt=0, lt=1)
