@@ -81,7 +81,7 @@ class PipelineSettings(_Section):
     state_ttl_days: float = Field(30.0, gt=0)
     # How far back a late finding can revoke releases. The log keeps every clean event of
     # the window (about 350 bytes each), so memory is traffic per day x this.
-    revocation_window_days: float = Field(7.0, gt=0)
+    revocation_window_days: float = Field(14.0, gt=0)
 
     @model_validator(mode="after")
     def _scale(self) -> PipelineSettings:

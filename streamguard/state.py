@@ -33,7 +33,7 @@ from streamguard.config import Settings
 from streamguard.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-partition checkpoints, campaign groups know unvouched accounts
 
 Offsets = dict[tuple[str, int], int]
 

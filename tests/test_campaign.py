@@ -448,3 +448,41 @@ def test_late_detection_revokes_every_earlier_clean_event_of_the_members():
         (reason,) = r.verdict.reasons
         assert r.verdict.retroactive and r.verdict.action is Action.QUARANTINE
         assert reason.detail.startswith("retroactive") and reason.campaign_id == camp.id
+
+
+def test_a_push_spread_over_days_by_accounts_in_two_sittings_is_found():
+    """Fakes without creation dates that rate filler in one sitting and come back days
+    later to rate more filler and push the target no longer look new in their second
+    sitting; their learned pushes must not become the quiet target's history."""
+    s = Stream(seed=16)
+    s.benign(3000)
+    fakes = [f"s{a}" for a in range(16)]
+    s.fake.update(fakes)
+
+    def sitting(account: str, target: bool) -> None:
+        for _ in range(8):
+            s.t += 20.0
+            k = int(s.rng.integers(len(s.items)))
+            s._add(account, s.items[k], np.clip(np.round(s.rng.normal(3.5, 1.0)), 1, 5), T0)
+        if target:
+            s.t += 20.0
+            s._add(account, "i57", 5.0, T0)
+
+    for a, account in enumerate(fakes):  # first sittings, then the pushes a few days on
+        sitting(account, target=False)
+        s.benign(40, gap=1800.0)
+        if a >= 4:
+            sitting(fakes[a - 4], target=True)
+    for account in fakes[-4:]:
+        sitting(account, target=True)
+        s.benign(40, gap=1800.0)
+    s.benign(500)
+    _anonymous(s.events, s.fake)
+    det = detector()
+    scores, *_ = run(det, s.events)
+    (camp,) = det.campaigns()
+    assert "i57" in camp.targets
+    assert set(camp.members) <= s.fake and len(camp.members) >= 12
+    out = {e["event_id"] for e, sc in zip(s.events, scores, strict=True) if sc >= 0.5}
+    honest = [e for e in s.events if e["account_id"] not in s.fake]
+    assert not out & {e["event_id"] for e in honest}
