@@ -86,7 +86,8 @@ def main() -> None:
         f"({os.cpu_count()} cores, Python {platform.python_version()}): {args.events:,} "
         f"rating events, all default detectors, {elapsed:.0f} s "
         f"({args.events / elapsed:,.0f} events/s including event generation). "
-        f"TTL {settings.pipeline.state_ttl_days:g} days of event time; "
+        f"State TTL {settings.pipeline.state_ttl_days:g} days and revocation window "
+        f"{settings.pipeline.revocation_window_days:g} days of event time; "
         f"the run spans {args.events * STEP_S / 86400:.0f} days.",
         "",
         f"RSS change over the second half: **{growth:+.1f} MiB**.",
