@@ -12,11 +12,7 @@ settings hold for a marketplace and for MovieLens' 22 years):
 
 - **volume**: more such ratings than the item's own history predicts (DenseAlert/MIDAS);
 - **concentration**: a larger share at this extreme than the item's history (or, for an
-  item with little history, a high natural ceiling) allows: a launch's spread fails here.
-  Both read the item's history without the window's ratings by new accounts or by
-  *unvouched* ones (no creation date, first seen within ``fresh_age_days``): fakes of a
-  push spread over weeks come back for a second sitting and no longer look new, yet
-  their learned pushes must not make the target look naturally loved;
+  item with little history, a high natural ceiling) allows: a launch's spread fails here;
 - **newness**: more new accounts (young by creation date, or in their first sitting when
   the date is unknown) than items as popular usually get: rallied real users fail here;
 - **shared IPs or devices** inside the group, when events carry them. Nothing needs
@@ -92,7 +88,6 @@ from streamguard.detectors.lockstep import (
     binom_logsf,
     gamma_poisson_logsf,
     surprise,
-    unvouched_since,
 )
 from streamguard.features import LRUTable
 
@@ -463,7 +458,6 @@ class CampaignDetector:
                 side, near = MIDDLE, False
             created = acc.created  # new: young by creation date, or else in its first sitting
             fresh = ts - created <= fresh_age if created == created else acc.before <= fresh_history
-            unvouched = created != created and ts - acc.first_ts <= fresh_age
             codes[i] = side | (NEAR if near else 0) | (FRESH if fresh else 0)
             item_id = e.item_id
             item_undo = undo_items.get(item_id)
@@ -486,7 +480,7 @@ class CampaignDetector:
                 continue
             group = item.high if side == HIGH else item.low
             if not near:
-                group.push(clock, ts, fresh, account_id, unvouched)
+                group.push(clock, ts, fresh, account_id)
             else:
                 if item.near is None:
                     item.near = SideGroup()
@@ -689,16 +683,15 @@ class CampaignDetector:
         ceiling = min(0.95, math.sqrt(g_side))  # natural share at one extreme, when unknown
         # A gate before the real work: no window can be concentrated beyond its item's share
         # (undecayed counts give a lower bound of the share: decay pulls it to the ceiling).
-        # New and unvouched accounts' ratings in the group, learned while nobody suspected
-        # them, are not the item's history (see below): at most all reachable ones come off.
+        # New accounts' ratings in the group, learned while nobody suspected them, are not
+        # the item's history (see below): at most all reachable ones come off both counts.
         learned_group = bisect_right(group.clock, self._clock)  # entries already learned
         fresh = group.fresh
-        own, settled = unvouched_since(group, len(group) - size, learned_group)
+        own = sum(fresh[len(group) - size : learned_group])
         raw_side = max((item.c_high if side == HIGH else item.c_low) - own, 0.0)
         raw = (raw_side + 10.0 * ceiling) / (max(item.c_all - own, raw_side) + 10.0)
-        raw_e_side = max((item.e_high if side == HIGH else item.e_low) - settled, 0.0)
-        raw_established = (raw_e_side + 10.0 * ceiling) / (
-            max(item.e_all - settled, raw_e_side) + 10.0
+        raw_established = ((item.e_high if side == HIGH else item.e_low) + 10.0 * ceiling) / (
+            item.e_all + 10.0
         )
         low_share = min(max(raw, raw_established), ceiling)
         clocks = item.clock
@@ -723,7 +716,7 @@ class CampaignDetector:
         prior_rate = 0.5 * max(len(self._items), 1) / g_side  # an average item, half an event
         rate = prior_rate + exposure
         e_side = (item.e_high if side == HIGH else item.e_low) * decay
-        e_all = item.e_all * decay
+        share_established = (e_side + 10.0 * ceiling) / (item.e_all * decay + 10.0)
         # New accounts' usual share at this extreme on items as popular as this one.
         new, seen = self._band_fresh[side][_band(c_all)]
         q_fresh = min(max((new + 10.0 * self._g_fresh[side]) / (seen + 10.0), 0.01), 0.99)
@@ -738,18 +731,15 @@ class CampaignDetector:
             n_all = n_ring - bisect_left(clocks, start)
             # The item's history without the group's new accounts (learned before the group
             # looked suspicious): a push by new accounts must not make itself look normal.
-            # Nor by unvouched ones (no creation date, first seen lately): fakes that come
-            # back for a second sitting no longer look new, and must not count as history.
             # Its share at this extreme is also read from established raters alone, which
             # such a push cannot move (and which keep a good item's enthusiasm its own).
-            own, settled = unvouched_since(group, lo, learned_group)
+            own = sum(fresh[lo:learned_group])
             side_before = max(c_side - own, 0.0)
             shape = 0.5 + side_before
             mean = shape / rate
-            e_before = max(e_side - settled, 0.0)
             share = max(
                 (side_before + 10.0 * ceiling) / (max(c_all - own, side_before) + 10.0),
-                (e_before + 10.0 * ceiling) / (max(e_all - settled, e_before) + 10.0),
+                share_established,
             )
             # Cheap bounds first: most groups on busy items are neither dense nor concentrated.
             if j - 1 <= share * (n_all - 1) + 1.0 and not probe:
@@ -785,7 +775,8 @@ class CampaignDetector:
                 # from established accounts only, which a push by new accounts cannot move.
                 # Posterior means (the volume question's Gamma prior): an item seen for a
                 # short while is not known to be busy.
-                established = (0.5 + e_before) / rate
+                settled = max(learned_group - lo - sum(fresh[lo:learned_group]), 0)
+                established = (0.5 + max(e_side - settled, 0.0)) / rate
                 everyone = shape / rate
                 any_value = (0.5 + max(c_all - learned_group + lo, 0.0)) / rate
                 best = (j, nats, {

@@ -108,38 +108,32 @@ def _log_nb(x: int, shape: float, log_q: float, log_1q: float) -> float:
 class SideGroup:
     """The accounts that recently gave one item one extreme, oldest first, one per account.
 
-    Columns (stream clock, event time, new-account flag, unvouched flag, account id) rather
-    than tuples keep an entry near 26 bytes; the account id is the string the account table
-    holds. *Unvouched* marks an account with no creation date that the detector first saw
-    recently: established by its sittings, perhaps, but nothing says it is not part of a
-    push whose accounts come back for a second sitting.
+    Columns (stream clock, event time, new-account flag, account id) rather than tuples
+    keep an entry near 25 bytes; the account id is the string the account table holds.
     An account that gives the same extreme again keeps its first entry.
     """
 
-    __slots__ = ("clock", "ts", "fresh", "unvouched", "who")
+    __slots__ = ("clock", "ts", "fresh", "who")
 
     def __init__(self) -> None:
         self.clock = array("q")
         self.ts = array("d")
         self.fresh = bytearray()
-        self.unvouched = bytearray()
         self.who: list[str] = []
 
-    def push(self, clock: int, ts: float, fresh: int, who: str, unvouched: int = 0) -> None:
+    def push(self, clock: int, ts: float, fresh: int, who: str) -> None:
         if who in self.who:
             return
         self.clock.append(clock)
         self.ts.append(ts)
         self.fresh.append(fresh)
-        self.unvouched.append(unvouched)
         self.who.append(who)
 
     def remove(self, accounts: set[str]) -> None:
         """Forget these accounts (members of a campaign: already accounted for)."""
         if any(a in accounts for a in self.who):
             kept = self.without(accounts)
-            self.clock, self.ts, self.fresh = kept.clock, kept.ts, kept.fresh
-            self.unvouched, self.who = kept.unvouched, kept.who
+            self.clock, self.ts, self.fresh, self.who = kept.clock, kept.ts, kept.fresh, kept.who
 
     def without(self, accounts: set[str]) -> SideGroup:
         """A copy without these accounts."""
@@ -148,33 +142,18 @@ class SideGroup:
         out.clock = array("q", (self.clock[k] for k in keep))
         out.ts = array("d", (self.ts[k] for k in keep))
         out.fresh = bytearray(self.fresh[k] for k in keep)
-        out.unvouched = bytearray(self.unvouched[k] for k in keep)
         out.who = [self.who[k] for k in keep]
         return out
 
     def truncate(self, n: int) -> None:
         """Forget entries from position ``n`` on (undo of an uncommitted tick)."""
-        del self.clock[n:], self.ts[n:], self.fresh[n:], self.unvouched[n:], self.who[n:]
+        del self.clock[n:], self.ts[n:], self.fresh[n:], self.who[n:]
 
     def trim(self, first_clock: int, size: int) -> None:
         """Drop entries older than ``first_clock`` and keep at most ``size``."""
         cut = max(bisect_left(self.clock, first_clock), len(self.who) - size)
         if cut > 0:
-            del self.clock[:cut], self.ts[:cut], self.fresh[:cut], self.unvouched[:cut]
-            del self.who[:cut]
+            del self.clock[:cut], self.ts[:cut], self.fresh[:cut], self.who[:cut]
 
     def __len__(self) -> int:
         return len(self.who)
-
-
-def unvouched_since(group: SideGroup, lo: int, hi: int) -> tuple[int, int]:
-    """Entries ``lo:hi`` that are not established history: (new or unvouched, of which not new)."""
-    fresh, unvouched = group.fresh, group.unvouched
-    own = settled = 0
-    for k in range(max(lo, 0), hi):
-        if fresh[k]:
-            own += 1
-        elif unvouched[k]:
-            own += 1
-            settled += 1
-    return own, settled
