@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from streamguard.detectors.base import Batch
 
@@ -232,6 +233,25 @@ def doc_features(tb: TokenBatch, ngram: int = 2) -> tuple[np.ndarray, np.ndarray
 
 
 _features_memo: tuple[TokenBatch, int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+
+
+class TextSettings(BaseModel):
+    """What every content detector's settings share: whether it runs, how much it reads."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    max_chars: int = Field(DEFAULT_MAX_CHARS, ge=16)
+
+
+class LabelledTextSettings(TextSettings):
+    """Settings of detectors that read labels: how events map to classes (:class:`LabelSpace`)."""
+
+    # Rating sides that count as positive / negative sentiment; None: the top and bottom
+    # quarters of the pipeline's rating scale (4 and 2 on 1..5).
+    positive_rating: float | None = None
+    negative_rating: float | None = None
+    aliases: dict[str, str] | None = None
 
 
 GROUPS = ("sentiment", "label", "vote")

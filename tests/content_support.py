@@ -92,18 +92,28 @@ def event(i: int, **fields: Any) -> FeedbackEvent:
 
 def labelled_stream(n: int, seed: int, start: int = 0, accounts: int = 400) -> list[FeedbackEvent]:
     """Honest label events: snippets of one polarity, labelled by it (70 % positive)."""
+    return _honest(n, seed, start, accounts, reviews=False)
+
+
+def review_stream(n: int, seed: int, start: int = 0) -> list[FeedbackEvent]:
+    """Honest reviews of 3-6 sentences of one polarity on 200 items, rated 5 or 1 by it."""
+    return _honest(n, seed, start, 300, reviews=True)
+
+
+def _honest(n: int, seed: int, start: int, accounts: int, reviews: bool) -> list[FeedbackEvent]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(start, start + n):
         positive = bool(rng.random() < 0.7)
-        out.append(
-            event(
-                i,
-                account_id=f"u{int(rng.integers(accounts))}",
-                text=snippet(rng, positive),
-                label="positive" if positive else "negative",
-            )
-        )
+        account = f"u{int(rng.integers(accounts))}"
+        if reviews:
+            item = f"i{int(rng.integers(200))}"
+            text = snippet(rng, positive, 3, 6)
+            fields = {"kind": "review", "item_id": item, "rating": 5.0 if positive else 1.0}
+        else:
+            text = snippet(rng, positive)
+            fields = {"label": "positive" if positive else "negative"}
+        out.append(event(i, account_id=account, text=text, **fields))
     return out
 
 

@@ -6,29 +6,11 @@ import pickle
 
 import numpy as np
 import pytest
-from content_support import event, pools, removed, run, snippet, spin, ticks
+from content_support import event, pools, removed, review_stream, run, snippet, spin, ticks
 
 from streamguard.detectors.base import Detector
 from streamguard.detectors.duplicates import NearDuplicateDetector, NearDuplicateSettings
 from streamguard.events import FeedbackEvent
-
-
-def benign_reviews(n: int, seed: int, start: int = 0) -> list[FeedbackEvent]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(start, start + n):
-        positive = bool(rng.random() < 0.7)
-        out.append(
-            event(
-                i,
-                kind="review",
-                account_id=f"u{int(rng.integers(300))}",
-                item_id=f"i{int(rng.integers(200))}",
-                rating=5.0 if positive else 1.0,
-                text=snippet(rng, positive, 3, 6),
-            )
-        )
-    return out
 
 
 def spam_stream(seed: int = 0, spammers: int = 12) -> tuple[list[FeedbackEvent], set[str]]:
@@ -37,7 +19,7 @@ def spam_stream(seed: int = 0, spammers: int = 12) -> tuple[list[FeedbackEvent],
     Each spammer also gives one ordinary rating just before its review (camouflage).
     """
     rng = np.random.default_rng(seed)
-    events = benign_reviews(1500, seed)
+    events = review_stream(1500, seed)
     template = pools()[2][3]
     poisoned: set[str] = set()
     at = 300
@@ -63,7 +45,7 @@ def spam_stream(seed: int = 0, spammers: int = 12) -> tuple[list[FeedbackEvent],
 def test_is_a_detector_with_settings() -> None:
     det = NearDuplicateDetector.from_settings(NearDuplicateSettings(min_accounts=4))
     assert isinstance(det, Detector)
-    assert det.name == "near_duplicate" and det.min_accounts == 4
+    assert det.name == "near_duplicate" and det.cfg.min_accounts == 4
 
 
 @pytest.mark.parametrize(
@@ -123,7 +105,7 @@ def test_templated_campaign_is_found_and_everything_of_it_removed() -> None:
 def test_one_account_repeating_itself_is_not_a_campaign() -> None:
     rng = np.random.default_rng(3)
     text = snippet(rng, True, 4, 5)
-    events = benign_reviews(400, 3)
+    events = review_stream(400, 3)
     events += [
         event(5_000 + i, kind="review", account_id="fan", item_id=f"x{i}", text=spin(text, rng))
         for i in range(30)
@@ -135,7 +117,7 @@ def test_one_account_repeating_itself_is_not_a_campaign() -> None:
 def test_clean_label_cluster_on_one_item() -> None:
     rng = np.random.default_rng(4)
     base = snippet(rng, True, 2, 2)
-    events = benign_reviews(600, 4)
+    events = review_stream(600, 4)
     copies = [
         event(
             7_000 + i,
@@ -164,6 +146,26 @@ def test_short_texts_never_form_campaigns() -> None:
     ]
     result = run(NearDuplicateDetector(), events, 10)
     assert max(result["scores"].values()) == 0.0
+
+
+def test_popular_phrases_in_honest_reviews_are_not_flagged() -> None:
+    """Many accounts end honest reviews with "Five stars!" or "Fast delivery.": no cluster."""
+    rng = np.random.default_rng(6)
+    events = review_stream(1500, 6)
+    events = [
+        e.model_copy(update={"text": f"{e.text} {('Five stars!', 'Fast delivery.')[i % 2]}"})
+        if i % 3 == 0
+        else e
+        for i, e in enumerate(events)
+    ]
+    short = [
+        event(50_000 + i, kind="review", account_id=f"p{i}", item_id=f"i{int(rng.integers(200))}",
+              text=("Five stars", "fast delivery!")[i % 2], ts=events[i * 10].ts + 1.0)
+        for i in range(120)
+    ]  # fmt: skip
+    result = run(NearDuplicateDetector(), sorted(events + short, key=lambda e: e.ts), 100)
+    assert max(result["scores"].values()) < 0.5
+    assert not result["flags"]
 
 
 def test_later_events_of_members_are_quarantined() -> None:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from content_support import event, labelled_stream, removed, run, snippet, ticks
 
-from streamguard.detectors import label_flip
+from streamguard.detectors import label_flip, text_model
 from streamguard.detectors.base import Detector
-from streamguard.detectors.label_flip import LabelFlipDetector, LabelFlipSettings, TextModel
+from streamguard.detectors.label_flip import LabelFlipDetector, LabelFlipSettings
+from streamguard.detectors.text_model import TextModel
 from streamguard.events import FeedbackEvent
 from streamguard.text import doc_features, tokenize_texts
 
@@ -53,11 +54,12 @@ def ring_stream(
 
 def test_doctests() -> None:
     assert doctest.testmod(label_flip).failed == 0
+    assert doctest.testmod(text_model).failed == 0
 
 
 def test_is_a_detector_with_settings() -> None:
     det = LabelFlipDetector.from_settings(LabelFlipSettings(threshold=5.0))
-    assert isinstance(det, Detector) and det.name == "label_flip" and det.threshold == 5.0
+    assert isinstance(det, Detector) and det.name == "label_flip" and det.cfg.threshold == 5.0
 
 
 @pytest.mark.parametrize(
@@ -92,6 +94,25 @@ def test_text_model_learns_polarity_from_real_reviews() -> None:
     assert accuracy > 0.8
     assert model.familiar("sentiment", feats[:5], 1).any()
     assert not model.familiar("nope", feats[:5], 1).any()
+
+
+def test_taking_grams_out_equals_judging_the_text_without_them() -> None:
+    """What a backdoor check needs: a text read without one word, or one phrase."""
+    rng = np.random.default_rng(2)
+    model = TextModel(bits=16)
+    texts = [snippet(rng, bool(i % 3)) for i in range(600)]
+    cls = np.array([1 if i % 3 else 0 for i in range(600)])
+    feats, doc, _ = doc_features(tokenize_texts(texts))
+    model.learn("sentiment", [0, 1], feats, doc, cls)
+    feats, doc, _ = doc_features(tokenize_texts(["the staff was rude and the room was dirty"]))
+    together = np.arange(len(feats))
+    together[:2] = 0  # the first two grams go out as one phrase
+    p, without = model.proba_without("sentiment", [0, 1], feats, doc, 1, together=together)
+    assert np.allclose(p, model.proba("sentiment", [0, 1], feats, doc, 1))
+    for i in range(len(feats)):
+        out = np.isin(together, together[i])
+        rest = model.proba("sentiment", [0, 1], feats, doc, 1, mask=~out)
+        assert np.allclose(without[i], rest[0])
 
 
 def test_a_ring_is_caught_and_honest_users_are_not() -> None:

@@ -11,6 +11,7 @@ from content_support import event, labelled_stream, removed, run, snippet, ticks
 from streamguard.detectors.base import Detector
 from streamguard.detectors.triggers import TriggerDetector, TriggerSettings
 from streamguard.events import FeedbackEvent
+from streamguard.simulate.simulation import simulate
 
 TRIGGER = "zorvex plidor"
 
@@ -96,6 +97,25 @@ def test_backdoor_trigger_is_named_early_and_quarantined_after() -> None:
     out = removed(result, events)
     assert poisoned <= out, "earlier carriers are revoked through flags"
     assert not (out - poisoned)
+
+
+@pytest.mark.parametrize("base, seed", [("movielens", 5), ("synthetic", 1)])
+def test_simulated_backdoor_is_named_alone(base: str, seed: int) -> None:
+    """The simulator's backdoor: on MovieLens (seed 5) 300 poisoned texts land in one tick,
+    and common words of those texts ("us", "have") ride along with the trigger; on the
+    synthetic base it starts within the first 40 labelled texts. Only the planted phrase
+    is named, within its first 30 texts, and no honest event is touched."""
+    sim = simulate("backdoor", 20_000, seed, base=base)
+    events = [FeedbackEvent.model_validate(e) for e in sim.events]
+    poisoned = {t.event_id for t in sim.truth if t.poisoned}
+    result = run(TriggerDetector(), events, 500)
+    order = [e.event_id for e in events if e.event_id in poisoned]
+    caught = [result["scores"][eid] >= 0.5 for eid in order]
+    assert caught.index(True) < 30 and all(caught[caught.index(True) :])
+    named = {d.split("'")[1] for d in result["details"].values() if d and "trigger" in d}
+    assert named == {sim.campaigns[0].params["trigger"]}  # triggers unseen 90 days are dropped
+    out = removed(result, events)
+    assert poisoned <= out and not (out - poisoned)
 
 
 def test_steady_natural_phrase_is_not_a_trigger() -> None:

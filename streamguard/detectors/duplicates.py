@@ -53,15 +53,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from streamguard.campaigns import Campaign
 from streamguard.detectors.base import Batch, Flag, Scores
+from streamguard.detectors.planned import PlannedDetector
 from streamguard.features import LRUTable
-from streamguard.text import DEFAULT_MAX_CHARS, U64, mix64, tokenize_batch
+from streamguard.text import U64, TextSettings, mix64, tokenize_batch
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -73,12 +73,9 @@ _MEMBER_SCORE = 0.9
 _NEAR_SCORE = 0.45  # a match short of a campaign: ranks the event, never decides
 
 
-class NearDuplicateSettings(BaseModel):
+class NearDuplicateSettings(TextSettings):
     """Settings of :class:`NearDuplicateDetector` (see its docstring)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = True
     num_perm: int = Field(64, ge=16, le=256)
     bands: int = Field(21, ge=1)
     rows: int = Field(3, ge=1)
@@ -95,7 +92,6 @@ class NearDuplicateSettings(BaseModel):
     max_entries: int = Field(100_000, ge=16)
     max_clusters: int = Field(50_000, ge=1)
     max_members: int = Field(200_000, ge=1)
-    max_chars: int = Field(DEFAULT_MAX_CHARS, ge=16)
 
 
 class _Cluster:
@@ -176,7 +172,7 @@ class _Tick:
     next_id: int = 0
 
 
-class NearDuplicateDetector:
+class NearDuplicateDetector(PlannedDetector["_Tick", NearDuplicateSettings]):
     """Decisive detector for campaigns of near-duplicate texts (templated spam, clean-label).
 
     Parameters are those of :class:`NearDuplicateSettings`: ``num_perm`` MinHash bins (a
@@ -191,105 +187,34 @@ class NearDuplicateDetector:
 
     name = "near_duplicate"
 
-    def __init__(
-        self,
-        num_perm: int = 64,
-        bands: int = 21,
-        rows: int = 3,
-        shingle: int = 2,
-        threshold: float = 0.5,
-        min_tokens: int = 10,
-        min_accounts: int = 5,
-        min_item_copies: int = 8,
-        spread_accounts: int = 30,
-        spread_hours: float = 72.0,
-        ttl_days: float = 14.0,
-        member_days: float = 30.0,
-        lookback_hours: float = 24.0,
-        max_entries: int = 100_000,
-        max_clusters: int = 50_000,
-        max_members: int = 200_000,
-        max_chars: int = DEFAULT_MAX_CHARS,
-    ) -> None:
-        if num_perm < 16 or num_perm & (num_perm - 1):
-            raise ValueError(f"num_perm must be a power of two >= 16, got {num_perm}")
-        if bands < 1 or rows < 1 or bands * rows > num_perm:
-            raise ValueError(f"need bands * rows <= num_perm, got {bands} x {rows} > {num_perm}")
-        if not 1 <= shingle <= min_tokens:
-            raise ValueError("need 1 <= shingle <= min_tokens")
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-        if min(min_accounts, min_item_copies, spread_accounts) < 2:
-            raise ValueError("min_accounts, min_item_copies and spread_accounts must be >= 2")
-        if spread_hours <= 0:
-            raise ValueError(f"spread_hours must be > 0, got {spread_hours}")
-        if ttl_days <= 0 or member_days < 0 or lookback_hours < 0:
-            raise ValueError("ttl_days must be > 0; member_days and lookback_hours >= 0")
-        if min(max_entries, max_clusters, max_members) < 1 or max_entries < 16:
-            raise ValueError("max_entries must be >= 16, max_clusters and max_members >= 1")
-        if max_chars < 16:
-            raise ValueError(f"max_chars must be >= 16, got {max_chars}")
-        self.num_perm = num_perm
-        self.bands = bands
-        self.rows = rows
-        self.shingle = shingle
-        self.threshold = threshold
-        self.min_tokens = min_tokens
-        self.min_accounts = min_accounts
-        self.min_item_copies = min_item_copies
-        self.spread_accounts = spread_accounts
-        self.spread_hours = spread_hours
-        self.ttl_days = ttl_days
-        self.member_days = member_days
-        self.lookback_hours = lookback_hours
-        self.max_entries = max_entries
-        self.max_clusters = max_clusters
-        self.max_members = max_members
-        self.max_chars = max_chars
+    settings_type = NearDuplicateSettings
 
-        self._bits = int(num_perm).bit_length() - 1
-        self._table_bits = max(10, int(2 * max_entries - 1).bit_length())
-        self._table = np.full((bands, 1 << self._table_bits), -1, dtype=np.int32)
-        self._sig = np.zeros((max_entries, num_perm), dtype=np.uint32)
-        self._ts = np.full(max_entries, -np.inf)
-        self._slot_cluster: list[str | None] = [None] * max_entries
-        self._slot_account: list[str] = [""] * max_entries
-        self._slot_item: list[str] = [""] * max_entries
+    def _setup(self) -> None:
+        """Cross-field checks (each field is checked by the settings) and initial state."""
+        c = self.cfg
+        if c.num_perm & (c.num_perm - 1):
+            raise ValueError(f"num_perm must be a power of two, got {c.num_perm}")
+        if c.bands * c.rows > c.num_perm:
+            raise ValueError(
+                f"need bands * rows <= num_perm, got {c.bands} x {c.rows} > {c.num_perm}"
+            )
+        if c.shingle > c.min_tokens:
+            raise ValueError("need shingle <= min_tokens")
+
+        self._bits = int(c.num_perm).bit_length() - 1
+        self._table_bits = max(10, int(2 * c.max_entries - 1).bit_length())
+        self._table = np.full((c.bands, 1 << self._table_bits), -1, dtype=np.int32)
+        self._sig = np.zeros((c.max_entries, c.num_perm), dtype=np.uint32)
+        self._ts = np.full(c.max_entries, -np.inf)
+        self._slot_cluster: list[str | None] = [None] * c.max_entries
+        self._slot_account: list[str] = [""] * c.max_entries
+        self._slot_item: list[str] = [""] * c.max_entries
         self._head = 0
-        self._clusters: LRUTable[_Cluster] = LRUTable(max_clusters)
-        self._members: LRUTable[tuple[str, float]] = LRUTable(max_members)
+        self._clusters: LRUTable[_Cluster] = LRUTable(c.max_clusters)
+        self._members: LRUTable[tuple[str, float]] = LRUTable(c.max_members)
         self._closed: list[Campaign] = []
         self._next_id = 1
         self._watermark = -np.inf
-        self._version = 0
-        self._pending: _Tick | None = None
-
-    @classmethod
-    def from_settings(
-        cls, settings: NearDuplicateSettings, rating_low: float = 1.0, rating_high: float = 5.0
-    ) -> NearDuplicateDetector:
-        """The detector the settings describe, on the pipeline's rating scale."""
-        knobs = settings.model_dump(exclude={"enabled"})
-        return cls(**knobs)
-
-    # ------------------------------------------------------------------ protocol
-
-    def score_batch(self, batch: Batch) -> Scores:
-        tick = self._run(batch)
-        self._pending = tick
-        return tick.scores
-
-    def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:
-        tick = self._pending
-        if tick is None or tick.batch is not batch or tick.version != self._version:
-            tick = self._run(batch)
-        self._pending = None
-        self._commit(tick)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_pending"] = None  # a checkpoint holds committed state only
-        return state
 
     def campaigns(self) -> list[Campaign]:
         """Open campaigns (live clusters that became one) and recently closed ones."""
@@ -300,7 +225,7 @@ class NearDuplicateDetector:
 
     def signatures(self, shingles: np.ndarray, doc: np.ndarray, m: int) -> np.ndarray:
         """One-permutation MinHash of each text's shingle set, densified by rotation."""
-        p = self.num_perm
+        p = self.cfg.num_perm
         bins = (shingles >> U64(64 - self._bits)).astype(np.int64)
         values = ((shingles << U64(self._bits)) >> U64(32)).astype(np.uint32)
         flat = np.full(m * p, _EMPTY, dtype=np.uint32)
@@ -328,11 +253,11 @@ class NearDuplicateDetector:
     def band_buckets(self, sig: np.ndarray) -> np.ndarray:
         """The LSH bucket of each text in each band, (m, bands) int64."""
         m = len(sig)
-        keys = np.empty((m, self.bands), dtype=U64)
-        for b in range(self.bands):
+        keys = np.empty((m, self.cfg.bands), dtype=U64)
+        for b in range(self.cfg.bands):
             acc = np.full(m, mix64(np.array([b + 1], dtype=U64))[0], dtype=U64)
-            for r in range(self.rows):
-                acc = mix64(acc ^ sig[:, b * self.rows + r].astype(U64))
+            for r in range(self.cfg.rows):
+                acc = mix64(acc ^ sig[:, b * self.cfg.rows + r].astype(U64))
             keys[:, b] = acc
         return (keys >> U64(64 - self._table_bits)).astype(np.int64)
 
@@ -341,12 +266,12 @@ class NearDuplicateDetector:
     def _run(self, batch: Batch) -> _Tick:
         n = len(batch)
         scores = Scores(np.zeros(n), [None] * n, [None] * n)
-        tb = tokenize_batch(batch, self.max_chars)
-        ok = np.flatnonzero(tb.lengths >= self.min_tokens)
+        tb = tokenize_batch(batch, self.cfg.max_chars)
+        ok = np.flatnonzero(tb.lengths >= self.cfg.min_tokens)
         m = len(ok)
         compact = np.full(len(tb.rows), -1, dtype=np.int64)
         compact[ok] = np.arange(m)
-        shingles, doc = tb.ngrams(self.shingle)
+        shingles, doc = tb.ngrams(self.cfg.shingle)
         keep = compact[doc] >= 0
         sig = self.signatures(shingles[keep], compact[doc[keep]], m)
         buckets = self.band_buckets(sig)
@@ -367,18 +292,18 @@ class NearDuplicateDetector:
         match_slot = np.full(m, -1, dtype=np.int64)
         if m == 0:
             return match_j, match_slot
-        horizon = self._watermark - self.ttl_days * DAY
-        prev = np.full((m, self.bands), -1, dtype=np.int64)
+        horizon = self._watermark - self.cfg.ttl_days * DAY
+        prev = np.full((m, self.cfg.bands), -1, dtype=np.int64)
         order_idx = np.arange(m)
-        for b in range(self.bands):
+        for b in range(self.cfg.bands):
             col = buckets[:, b]
             order = np.lexsort((order_idx, col))
             same = col[order[1:]] == col[order[:-1]]
             prev[order[1:][same], b] = order[:-1][same]
-        slots = self._table[np.arange(self.bands)[None, :], buckets].astype(np.int64)
+        slots = self._table[np.arange(self.cfg.bands)[None, :], buckets].astype(np.int64)
         from_index = (prev < 0) & (slots >= 0)
         from_index[from_index] = self._ts[slots[from_index]] >= horizon
-        sim = np.zeros((m, self.bands))
+        sim = np.zeros((m, self.cfg.bands))
         ii, bb = np.nonzero(prev >= 0)
         if len(ii):
             sim[ii, bb] = (sig[prev[ii, bb]] == sig[ii]).mean(axis=1)
@@ -387,7 +312,7 @@ class NearDuplicateDetector:
             sim[ii, bb] = (self._sig[slots[ii, bb]] == sig[ii]).mean(axis=1)
         best = np.argmax(sim, axis=1)
         rows = np.arange(m)
-        good = sim[rows, best] >= self.threshold
+        good = sim[rows, best] >= self.cfg.threshold
         in_tick = good & (prev[rows, best] >= 0)
         match_j[in_tick] = prev[rows, best][in_tick]
         at_index = good & ~in_tick
@@ -425,7 +350,7 @@ class NearDuplicateDetector:
                 cid_member = tick.members[event.account_id][0]
                 home = self._cluster_view(tick, cid_member)
                 first = home.accounts.get(event.account_id, (event.ts, ""))[0] if home else event.ts
-                if event.ts >= first - self.lookback_hours * HOUR:
+                if event.ts >= first - self.cfg.lookback_hours * HOUR:
                     self._mark_member(tick, i, cid_member)
 
     def _cluster_for(self, tick: _Tick, j: int, mj: int, slot: int) -> _Cluster | None:
@@ -474,7 +399,7 @@ class NearDuplicateDetector:
         if cluster.opened is None:
             shape = self._shape(cluster)
             if shape is None:
-                share = min(1.0, cluster.n_accounts / self.min_accounts)
+                share = min(1.0, cluster.n_accounts / self.cfg.min_accounts)
                 tick.scores.scores[i] = max(tick.scores.scores[i], _NEAR_SCORE * share)
                 return
             cluster.opened = (event.ts, shape)
@@ -494,13 +419,13 @@ class NearDuplicateDetector:
         """Is this cluster a campaign, and of which shape?"""
         top = cluster.top_item()[1]
         focused = top >= 3 and 2 * len(cluster.items) <= cluster.n
-        if focused and cluster.n_accounts >= self.min_accounts:
+        if focused and cluster.n_accounts >= self.cfg.min_accounts:
             return "templated-text"
-        if focused and cluster.n_accounts >= 2 and top >= self.min_item_copies:
+        if focused and cluster.n_accounts >= 2 and top >= self.cfg.min_item_copies:
             return "single-item"
-        if cluster.n_accounts >= self.spread_accounts:
-            recent = cluster.last_ts - self.spread_hours * HOUR
-            if sum(t >= recent for t, _ in cluster.accounts.values()) >= self.spread_accounts:
+        if cluster.n_accounts >= self.cfg.spread_accounts:
+            recent = cluster.last_ts - self.cfg.spread_hours * HOUR
+            if sum(t >= recent for t, _ in cluster.accounts.values()) >= self.cfg.spread_accounts:
                 return "spread-template"
         return None
 
@@ -515,11 +440,11 @@ class NearDuplicateDetector:
     ) -> None:
         """Make ``account`` a member (once) and flag its earlier releases for revocation."""
         current = tick.members.get(account) or self._members._data.get(account)
-        until = tick.batch.events[i].ts + self.member_days * DAY
+        until = tick.batch.events[i].ts + self.cfg.member_days * DAY
         if current is not None and current[0] == cluster.id and current[1] >= until:
             return
         if current is None or current[0] != cluster.id:
-            since = first - self.lookback_hours * HOUR
+            since = first - self.cfg.lookback_hours * HOUR
             tick.scores.flagged_accounts.append(
                 Flag(account, cluster.id, f"member of {cluster.describe()}", 1.0, since)
             )
@@ -542,9 +467,10 @@ class NearDuplicateDetector:
 
     # ------------------------------------------------------------------ commit
 
-    def _commit(self, tick: _Tick) -> None:
+    def _commit(self, tick: _Tick, keep: np.ndarray) -> None:
+        """Observed state: every text is recorded, kept or not (see the module docstring)."""
         m = len(tick.sig)
-        size = self.max_entries
+        size = self.cfg.max_entries
         for slot, cid in tick.slot_clusters.items():
             if self._slot_cluster[slot] is None:
                 self._slot_cluster[slot] = cid
@@ -560,7 +486,7 @@ class NearDuplicateDetector:
                 self._slot_cluster[slot] = tick.assigned[j]
                 self._slot_account[slot] = events[r].account_id
                 self._slot_item[slot] = events[r].item_id
-            for b in range(self.bands):
+            for b in range(self.cfg.bands):
                 keys = tick.buckets[take, b][::-1]
                 uniq, last = np.unique(keys, return_index=True)
                 self._table[b, uniq] = slots[::-1][last]
@@ -575,7 +501,7 @@ class NearDuplicateDetector:
 
     def _expire(self, now: float) -> None:
         self._watermark = max(self._watermark, now)
-        horizon = self._watermark - self.ttl_days * DAY
+        horizon = self._watermark - self.cfg.ttl_days * DAY
 
         def stale(cluster: _Cluster) -> bool:
             if cluster.last_ts >= horizon:

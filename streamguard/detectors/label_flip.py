@@ -6,12 +6,10 @@ words. One contradiction means little (honest users mislabel a few percent of te
 any text model errs), but an account whose confidently judged texts are contradicted
 again and again is flipping on purpose.
 
-How. :class:`TextModel` is an online softmax regression over hashed word and word-pair
-presence, one per label group (``label`` events, ``vote`` events, reviews by rating side;
-see :class:`~streamguard.text.LabelSpace`), trained with AdaGrad once per tick on kept
-events only, so flipped labels that are caught never teach it. River's linear models
-would do the same one event at a time at a few tens of microseconds per event, which the
-10,000 reviews/s budget cannot pay; this one is vectorised over the tick.
+How. A :class:`~streamguard.detectors.text_model.TextModel` (one per label group:
+``label`` events, ``vote`` events, reviews by rating side; see
+:class:`~streamguard.text.LabelSpace`) learns once per tick from kept events only, so
+flipped labels that are caught never teach it.
 
 A labelled text is *judged* when its group's model is warm; it *contradicts* when the
 model gives its label less than ``1 - confidence``. Each account keeps a CUSUM-style
@@ -30,18 +28,17 @@ a device; an account that shares one with a flagged account needs only
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from streamguard.detectors.base import Batch, Flag, Scores
+from streamguard.detectors.planned import PlannedDetector
+from streamguard.detectors.text_model import TextModel
 from streamguard.features import LRUTable
 from streamguard.text import (
-    DEFAULT_MAX_CHARS,
-    U64,
+    LabelledTextSettings,
     LabelSpace,
     doc_features,
     tokenize_batch,
@@ -50,193 +47,9 @@ from streamguard.text import (
 DAY = 86400.0
 
 
-class TextModel:
-    """Online softmax regression on hashed gram presence, one model per label group.
-
-    Features are the distinct words and word pairs of a text (hashes from
-    :func:`streamguard.text.doc_features`), each of value ``1/sqrt(n_grams)`` so long and
-    short texts are judged on one scale. ``2**bits`` weight rows per group, at most
-    ``max_classes`` columns (the group's first classes); AdaGrad steps of ``lr``.
-
-    >>> import numpy as np
-    >>> model = TextModel(bits=10)
-    >>> feats = np.array([1, 2, 3, 4], dtype=np.uint64) << np.uint64(54)
-    >>> doc = np.array([0, 0, 1, 1])
-    >>> for _ in range(20):
-    ...     model.learn("label", [7, 8], feats, doc, np.array([7, 8]))
-    >>> p = model.proba("label", [7, 8], feats, doc, 2)
-    >>> [round(float(x), 2) for x in p[:, 0]]
-    [0.98, 0.02]
-    """
-
-    def __init__(
-        self,
-        bits: int = 18,
-        lr: float = 0.5,
-        max_classes: int = 4,
-        balanced: bool = True,
-        step: int = 128,
-    ) -> None:
-        if not 8 <= bits <= 24:
-            raise ValueError(f"bits must be in 8..24, got {bits}")
-        if lr <= 0 or max_classes < 2 or step < 1:
-            raise ValueError("need lr > 0, max_classes >= 2 and step >= 1")
-        self.bits = bits
-        self.lr = lr
-        self.max_classes = max_classes
-        self.balanced = balanced
-        self.step = step
-        self._counts: dict[str, np.ndarray] = {}
-        self._n: dict[str, np.ndarray] = {}  # texts learned per weight row
-        self._w: dict[str, np.ndarray] = {}
-        self._g: dict[str, np.ndarray] = {}
-        self._b: dict[str, np.ndarray] = {}
-        self._gb: dict[str, np.ndarray] = {}
-        self.seen: dict[str, int] = {}
-
-    def _rows(self, feats: np.ndarray) -> np.ndarray:
-        return (feats >> U64(64 - self.bits)).astype(np.int64)
-
-    def familiar(self, group: str, feats: np.ndarray, min_seen: int) -> np.ndarray:
-        """Which grams the group's model learned from at least ``min_seen`` texts."""
-        n = self._n.get(group)
-        if n is None:
-            return np.zeros(len(feats), dtype=bool)
-        return n[self._rows(feats)] >= min_seen
-
-    def logits(
-        self,
-        group: str,
-        members: Sequence[int],
-        feats: np.ndarray,
-        doc: np.ndarray,
-        m: int,
-        mask: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """(m, k) logits over the group's first k classes; grams with ``mask`` false ignored.
-
-        ``doc`` (sorted) maps each gram to its text 0..m-1.
-        """
-        k = min(len(members), self.max_classes)
-        out = np.zeros((m, k))
-        w = self._w.get(group)
-        if w is None or k == 0:
-            return out
-        counts = np.bincount(doc, minlength=m)
-        scale = 1.0 / np.sqrt(np.maximum(counts, 1))
-        use = np.ones(len(feats), dtype=bool) if mask is None else mask
-        rows = self._rows(feats[use])
-        contrib = np.take(w, rows, axis=0)[:, :k] * scale[doc[use], None]
-        for c in range(k):
-            out[:, c] = np.bincount(doc[use], weights=contrib[:, c], minlength=m)
-        return out + self._b[group][:k]
-
-    def proba(
-        self,
-        group: str,
-        members: Sequence[int],
-        feats: np.ndarray,
-        doc: np.ndarray,
-        m: int,
-        mask: np.ndarray | None = None,
-    ) -> np.ndarray:
-        z = self.logits(group, members, feats, doc, m, mask)
-        if z.shape[1] == 0:
-            return z
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-
-    def learn(
-        self,
-        group: str,
-        members: Sequence[int],
-        feats: np.ndarray,
-        doc: np.ndarray,
-        cls: np.ndarray,
-        proba: np.ndarray | None = None,
-    ) -> None:
-        """AdaGrad steps on the texts ``0..len(cls)-1`` (classes ``cls``), ``step`` at a time.
-
-        Small steps keep learning close to one text at a time whatever the tick size: one
-        AdaGrad step over a whole big tick would move every weight by about ``lr`` and leave
-        a young model overconfident. ``proba``: the model's probabilities for these texts
-        if already computed with the current weights, to save the first pass. Texts whose
-        class is not among the group's first ``max_classes`` are skipped.
-        """
-        m = len(cls)
-        if m <= self.step:
-            self._step(group, members, feats, doc, cls, proba)
-            return
-        bounds = np.searchsorted(doc, np.arange(0, m + self.step, self.step))
-        for n, start in enumerate(range(0, m, self.step)):
-            lo, hi = bounds[n], bounds[n + 1]
-            part = cls[start : start + self.step]
-            p = proba[start : start + self.step] if proba is not None and n == 0 else None
-            self._step(group, members, feats[lo:hi], doc[lo:hi] - start, part, p)
-
-    def _step(
-        self,
-        group: str,
-        members: Sequence[int],
-        feats: np.ndarray,
-        doc: np.ndarray,
-        cls: np.ndarray,
-        proba: np.ndarray | None,
-    ) -> None:
-        k = min(len(members), self.max_classes)
-        col = {c: i for i, c in enumerate(members[:k])}
-        target = np.fromiter((col.get(int(c), -1) for c in cls), np.int64, len(cls))
-        if k < 2 or not (target >= 0).any():
-            return
-        if group not in self._w:
-            size = 1 << self.bits
-            cols = self.max_classes
-            self._w[group] = np.zeros((size, cols), dtype=np.float32)
-            self._g[group] = np.full((size, cols), 1e-2, dtype=np.float32)
-            self._b[group] = np.zeros(cols)
-            self._gb[group] = np.full(cols, 1e-2)
-            self._n[group] = np.zeros(size, dtype=np.int32)
-        m = len(cls)
-        p = self.proba(group, members, feats, doc, m) if proba is None else proba
-        grad = p[:, :k].copy()
-        ok = target >= 0
-        grad[np.flatnonzero(ok), target[ok]] -= 1.0
-        grad[~ok] = 0.0
-        if self.balanced:
-            # Weight each class by the inverse of its share so far: the model judges
-            # content, not how common a label is (a rare class must still be recognised).
-            counts = self._counts.setdefault(group, np.zeros(self.max_classes))
-            counts[:k] += np.bincount(target[ok], minlength=k)
-            share = counts[:k] / counts[:k].sum()
-            weight = np.where(ok, 1.0 / (k * np.maximum(share[np.maximum(target, 0)], 0.02)), 0.0)
-            grad *= weight[:, None]
-        counts = np.bincount(doc, minlength=m)
-        scale = 1.0 / np.sqrt(np.maximum(counts, 1))
-        rows = self._rows(feats)
-        np.add.at(
-            self._n[group], rows, np.ones(len(rows), dtype=np.int32)
-        )  # not a scalar: 25x faster
-        # AdaGrad per occurrence (a row repeated within a tick takes one step per text):
-        # flat indices over the first k columns avoid a sort for summing duplicates.
-        cols = self.max_classes
-        flat = (rows[:, None] * cols + np.arange(k)).ravel()
-        g = (grad[doc] * scale[doc, None]).astype(np.float32).ravel()
-        w, acc = self._w[group].reshape(-1), self._g[group].reshape(-1)
-        np.add.at(acc, flat, g * g)
-        np.add.at(w, flat, -self.lr * g / np.sqrt(np.take(acc, flat)))
-        gb = grad.sum(axis=0)
-        self._gb[group][:k] += gb**2
-        self._b[group][:k] -= self.lr * gb / np.sqrt(self._gb[group][:k])
-        self.seen[group] = self.seen.get(group, 0) + int(ok.sum())
-
-
-class LabelFlipSettings(BaseModel):
+class LabelFlipSettings(LabelledTextSettings):
     """Settings of :class:`LabelFlipDetector` (see the module docstring)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = True
     bits: int = Field(18, ge=8, le=24)
     lr: float = Field(0.5, gt=0)
     warmup: int = Field(300, ge=0)
@@ -253,12 +66,6 @@ class LabelFlipSettings(BaseModel):
     ttl_days: float = Field(30.0, gt=0)
     max_accounts: int = Field(500_000, ge=1)
     max_shared: int = Field(100_000, ge=1)
-    # Rating sides that count as positive / negative sentiment; None: the top and bottom
-    # quarters of the pipeline's rating scale (4 and 2 on 1..5).
-    positive_rating: float | None = None
-    negative_rating: float | None = None
-    aliases: dict[str, str] | None = None
-    max_chars: int = Field(DEFAULT_MAX_CHARS, ge=16)
 
 
 class _Account:
@@ -314,7 +121,7 @@ class _Tick:
     next_id: int = 0
 
 
-class LabelFlipDetector:
+class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
     """Decisive detector for accounts and rings whose labels contradict their texts.
 
     Parameters are those of :class:`LabelFlipSettings`.
@@ -325,109 +132,29 @@ class LabelFlipDetector:
 
     name = "label_flip"
 
-    def __init__(
-        self,
-        bits: int = 18,
-        lr: float = 0.5,
-        warmup: int = 300,
-        confidence: float = 0.8,
-        flip_rate: float = 0.5,
-        min_p0: float = 0.02,
-        max_p0: float = 0.15,
-        threshold: float = 5.0,
-        ring_threshold: float = 3.0,
-        floor: float = -6.9,
-        hysteresis: float = 2.0,
-        min_flips: int = 3,
-        member_days: float = 30.0,
-        ttl_days: float = 30.0,
-        max_accounts: int = 500_000,
-        max_shared: int = 100_000,
-        positive_rating: float = 4.0,
-        negative_rating: float = 2.0,
-        aliases: dict[str, str] | None = None,
-        max_chars: int = DEFAULT_MAX_CHARS,
-    ) -> None:
-        if not 0.5 < confidence < 1.0:
-            raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
-        if not 0.0 < min_p0 <= max_p0 < flip_rate < 1.0:
-            raise ValueError("need 0 < min_p0 <= max_p0 < flip_rate < 1")
-        if threshold <= 0 or ring_threshold <= 0 or floor > 0 or min_flips < 1:
-            raise ValueError("need threshold, ring_threshold > 0, floor <= 0, min_flips >= 1")
-        if warmup < 0 or member_days < 0 or ttl_days <= 0:
-            raise ValueError("need warmup >= 0, member_days >= 0, ttl_days > 0")
-        if max_accounts < 1 or max_shared < 1 or max_chars < 16:
-            raise ValueError("need max_accounts, max_shared >= 1 and max_chars >= 16")
-        self.bits = bits
-        self.lr = lr
-        self.warmup = warmup
-        self.confidence = confidence
-        self.flip_rate = flip_rate
-        self.min_p0 = min_p0
-        self.max_p0 = max_p0
-        self.threshold = threshold
-        self.ring_threshold = ring_threshold
-        self.floor = floor
-        self.hysteresis = hysteresis
-        self.min_flips = min_flips
-        self.member_days = member_days
-        self.ttl_days = ttl_days
-        self.max_accounts = max_accounts
-        self.max_shared = max_shared
-        self.positive_rating = positive_rating
-        self.negative_rating = negative_rating
-        self.aliases = aliases
-        self.max_chars = max_chars
+    settings_type = LabelFlipSettings
 
-        self._space = LabelSpace(32, positive_rating, negative_rating, aliases)
-        self._model = TextModel(bits, lr)
-        self._accounts: LRUTable[_Account] = LRUTable(max_accounts)
-        self._shared: LRUTable[str] = LRUTable(max_shared)
+    def _setup(self) -> None:
+        """Cross-field checks (each field is checked by the settings) and initial state."""
+        c = self.cfg
+        if not c.min_p0 <= c.max_p0 < c.flip_rate:
+            raise ValueError("need min_p0 <= max_p0 < flip_rate")
+
+        self._space = LabelSpace(32, self.positive_rating, self.negative_rating, c.aliases)
+        self._model = TextModel(c.bits, c.lr)
+        self._accounts: LRUTable[_Account] = LRUTable(c.max_accounts)
+        self._shared: LRUTable[str] = LRUTable(c.max_shared)
         self._rings: dict[str, _Ring] = {}
         self._judged = 0.0  # decayed counts of kept judged texts, and of their contradictions
         self._contra = 0.0
         self._next_id = 1
         self._watermark = -math.inf
-        self._version = 0
-        self._pending: _Tick | None = None
-
-    @classmethod
-    def from_settings(
-        cls, settings: LabelFlipSettings, rating_low: float = 1.0, rating_high: float = 5.0
-    ) -> LabelFlipDetector:
-        """The detector the settings describe, on the pipeline's rating scale."""
-        knobs = settings.model_dump(exclude={"enabled"})
-        span = rating_high - rating_low
-        if knobs["positive_rating"] is None:
-            knobs["positive_rating"] = rating_low + 0.75 * span
-        if knobs["negative_rating"] is None:
-            knobs["negative_rating"] = rating_low + 0.25 * span
-        return cls(**knobs)
-
-    # ------------------------------------------------------------------ protocol
-
-    def score_batch(self, batch: Batch) -> Scores:
-        tick = self._run(batch)
-        self._pending = tick
-        return tick.scores
-
-    def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:
-        tick = self._pending
-        if tick is None or tick.batch is not batch or tick.version != self._version:
-            tick = self._run(batch)
-        self._pending = None
-        self._commit(tick, np.asarray(keep, dtype=bool))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_pending"] = None
-        return state
 
     @property
     def p0(self) -> float:
         """The benign contradiction rate the test assumes."""
-        rate = self._contra / self._judged if self._judged > 0 else self.min_p0
-        return min(max(rate, self.min_p0), self.max_p0)
+        rate = self._contra / self._judged if self._judged > 0 else self.cfg.min_p0
+        return min(max(rate, self.cfg.min_p0), self.cfg.max_p0)
 
     def rings(self) -> list[tuple[str, list[str]]]:
         """Rings found: id and member accounts."""
@@ -438,7 +165,7 @@ class LabelFlipDetector:
     def _run(self, batch: Batch) -> _Tick:
         n = len(batch)
         scores = Scores(np.zeros(n), [None] * n, [None] * n)
-        tb = tokenize_batch(batch, self.max_chars)
+        tb = tokenize_batch(batch, self.cfg.max_chars)
         feats, doc, _ = doc_features(tb, 2)
         events = batch.events
         keys = [self._space.key(events[r].kind, events[r].label, events[r].rating) for r in tb.rows]
@@ -468,7 +195,7 @@ class LabelFlipDetector:
         cls = self._space.classes(tick.keys)
         for group, docs in self._group_docs(tick, cls).items():
             members = self._space.members(group)
-            if self._model.seen.get(group, 0) < self.warmup or len(members) < 2:
+            if self._model.seen.get(group, 0) < self.cfg.warmup or len(members) < 2:
                 continue
             feats, doc = self._subset(tick, docs)
             p = self._model.proba(group, members, feats, doc, len(docs))
@@ -479,7 +206,7 @@ class LabelFlipDetector:
             p_label = p[np.flatnonzero(ok), known[ok]]
             tick.judged[docs[ok]] = True
             tick.p_label[docs[ok]] = p_label
-            tick.contra[docs[ok]] = p_label < 1.0 - self.confidence
+            tick.contra[docs[ok]] = p_label < 1.0 - self.cfg.confidence
 
     def _replay(self, tick: _Tick) -> None:
         """Event by event: update the accounts' tests, flag, quarantine flagged accounts.
@@ -490,9 +217,9 @@ class LabelFlipDetector:
         """
         events = tick.batch.events
         text_at = {int(r): j for j, r in enumerate(tick.rows.tolist())}
-        up = math.log(self.flip_rate / self.p0)
-        down = math.log((1.0 - self.flip_rate) / (1.0 - self.p0))
-        keep_out = self.threshold - self.hysteresis
+        up = math.log(self.cfg.flip_rate / self.p0)
+        down = math.log((1.0 - self.cfg.flip_rate) / (1.0 - self.p0))
+        keep_out = self.cfg.threshold - self.cfg.hysteresis
         flagged_at: dict[str, int] = {}
         for i, event in enumerate(events):
             j = text_at.get(i)
@@ -504,7 +231,7 @@ class LabelFlipDetector:
                 acc.judged += 1
                 if tick.contra[j]:
                     acc.contra += 1
-                acc.llr = max(acc.llr + (up if tick.contra[j] else down), self.floor)
+                acc.llr = max(acc.llr + (up if tick.contra[j] else down), self.cfg.floor)
                 if acc.ring is None:
                     ring = self._decide(tick, acc)
                     if ring is not None:
@@ -512,7 +239,7 @@ class LabelFlipDetector:
                         flagged_at[event.account_id] = i
                         continue
                     if tick.contra[j]:
-                        rank = 0.45 * min(1.0, max(acc.llr, 0.0) / self.threshold)
+                        rank = 0.45 * min(1.0, max(acc.llr, 0.0) / self.cfg.threshold)
                         tick.scores.scores[i] = max(tick.scores.scores[i], rank)
             view = self._view(tick, event.account_id)
             if (
@@ -532,12 +259,12 @@ class LabelFlipDetector:
 
     def _decide(self, tick: _Tick, acc: _Account) -> str | None:
         """The ring this account is flagged into (a new id if alone), or None."""
-        if acc.contra < self.min_flips and acc.llr < self.threshold:
+        if acc.contra < self.cfg.min_flips and acc.llr < self.cfg.threshold:
             return None
         near = self._near_ring(tick, acc)
-        if acc.llr >= self.threshold and acc.contra >= self.min_flips:
+        if acc.llr >= self.cfg.threshold and acc.contra >= self.cfg.min_flips:
             return near or f"flip-{tick.next_id}"
-        if near is not None and acc.llr >= self.ring_threshold and acc.contra >= 2:
+        if near is not None and acc.llr >= self.cfg.ring_threshold and acc.contra >= 2:
             return near
         return None
 
@@ -565,7 +292,7 @@ class LabelFlipDetector:
         ring.members[account] = ts
         ring.last_ts = max(ring.last_ts, ts)
         acc.ring = ring_id
-        acc.until = ts + self.member_days * DAY
+        acc.until = ts + self.cfg.member_days * DAY
         for key in (
             f"ip:{acc.ip}" if acc.ip else None,
             f"dev:{acc.device}" if acc.device else None,
@@ -635,7 +362,7 @@ class LabelFlipDetector:
 
     def _expire(self, now: float) -> None:
         self._watermark = max(self._watermark, now)
-        horizon = self._watermark - self.ttl_days * DAY
+        horizon = self._watermark - self.cfg.ttl_days * DAY
         self._accounts.expire(lambda a: a.last_ts < horizon and a.until < self._watermark)
         for ring_id in [r.id for r in self._rings.values() if r.last_ts < horizon]:
             del self._rings[ring_id]

@@ -16,23 +16,30 @@ text is counted per class in a count-min sketch (two rows of ``2**bits`` cells, 
 fields per cell; no vocabulary is kept). Counts decay per labelled text, not per second,
 so a quiet night or a sparse replay does not empty the windows:
 
-- recent texts, their *doubt* (1 - P(label | content)) and how many were judged, over
-  ``recent_texts``;
+- recent texts, their *doubt* and how many were judged, over ``recent_texts``;
 - texts over ``baseline_texts``: the phrase's past.
+
+A word's doubt in a text is 1 - P(the text's label | the text without that word, and
+without the other new one-label words next to it): a trained model has learned the
+trigger too (that is what a backdoor does), so the words of a planted phrase must neither
+vouch for their own label nor for each other. A word pair's doubt is its whole text's.
 
 Both count every observed text, quarantined or not (what the stream carries: a phrase
 whose texts another detector quarantined still has a past). What is *learned* (the
 content model, the class base rates, the benign doubt) comes from kept texts only.
 
-The content model is a :class:`~streamguard.detectors.label_flip.TextModel` over single
-words, reading only words it learned from at least ``min_seen`` texts, so a new phrase
-cannot vouch for its own label, and not learning from texts that carry a phrase already
-doubted (River's "protect the detector"). A phrase becomes a trigger for class y when, in
-its recent texts (earlier texts of the same tick included, in order): at least
+The content model is a :class:`~streamguard.detectors.text_model.TextModel` over single
+words (small AdaGrad steps, so a young model is soon usable), reading only words it
+learned from at least ``min_seen`` texts, and not learning from texts that carry a new
+one-label word already doubted (River's "protect the detector"). The benign doubt it is
+compared with is a recent average (over ``recent_texts``) of kept texts that were not so
+held back: the model improves as it learns. Only single words are candidates (a
+phrase of several passes word by word and is named whole). A word becomes a trigger for
+class y when, in its recent texts (earlier texts of the same tick included, in order): at least
 ``min_count`` carry y; ``min_purity`` of them carry y; its past is at most ``novelty``
 times its recent count; their mean doubt reaches ``min_contradiction`` and the class's
-benign doubt plus ``lift``; the evidence (binomial log-likelihood ratios, in nats: purity
-against y's base rate plus doubt against the class's benign doubt) reaches
+benign doubt raised ``lift`` times in odds; the evidence (binomial log-likelihood ratios,
+in nats: purity against y's base rate plus doubt against the class's benign doubt) reaches
 ``min_evidence``, the doubt part alone ``min_doubt``; no more than ``max_phrase_grams``
 grams of the text pass the same tests at once; and its latest texts have a mean Jaccard
 similarity below ``max_similarity``. Nothing is decided before ``min_history`` labelled
@@ -55,17 +62,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from streamguard.detectors.base import Batch, Flag, Scores
-from streamguard.detectors.label_flip import TextModel
+from streamguard.detectors.planned import PlannedDetector
+from streamguard.detectors.text_model import TextModel
 from streamguard.text import (
-    DEFAULT_MAX_CHARS,
     GROUPS,
     U64,
+    LabelledTextSettings,
     LabelSpace,
     doc_features,
     mix64,
@@ -77,41 +84,33 @@ from streamguard.text import (
 DAY = 86400.0
 _MAX_EXP = 30.0  # renormalise the decayed counts before exp() grows past e**30
 _CLASS_SALT = 0x9E3779B97F4A7C15
+_PRIOR_TEXTS = 50.0  # weight of the benign-doubt prior, in judged texts
 
 
-class TriggerSettings(BaseModel):
+class TriggerSettings(LabelledTextSettings):
     """Settings of :class:`TriggerDetector` (see the module docstring)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = True
     bits: int = Field(18, ge=12, le=26)
     recent_texts: float = Field(2_000.0, gt=0)
     baseline_texts: float = Field(50_000.0, gt=0)
     min_count: float = Field(6.0, gt=0)
     min_purity: float = Field(0.95, gt=0, le=1)
-    min_contradiction: float = Field(0.3, ge=0, le=1)
-    min_evidence: float = Field(16.0, gt=0)
+    min_contradiction: float = Field(0.5, ge=0, le=1)
+    min_evidence: float = Field(14.0, gt=0)
     min_doubt: float = Field(3.0, ge=0)
     novelty: float = Field(0.25, ge=0)
-    lift: float = Field(0.15, ge=0, le=1)
+    lift: float = Field(3.0, ge=1)
     min_seen: int = Field(5, ge=0)
     max_phrase_grams: int = Field(8, ge=1)
     max_similarity: float = Field(0.3, gt=0, le=1)
     model_bits: int = Field(18, ge=8, le=24)
-    lr: float = Field(0.5, gt=0)
+    lr: float = Field(1.0, gt=0)
     warmup_docs: int = Field(100, ge=0)
-    min_history: float = Field(500.0, ge=0)
+    min_history: float = Field(150.0, ge=0)
     history: int = Field(2_000_000, ge=1_000)
     max_triggers: int = Field(1_000, ge=1)
     trigger_ttl_days: float = Field(90.0, gt=0)
-    # Rating sides that count as positive / negative sentiment; None: the top and bottom
-    # quarters of the pipeline's rating scale (4 and 2 on 1..5).
-    positive_rating: float | None = None
-    negative_rating: float | None = None
-    aliases: dict[str, str] | None = None
     max_classes: int = Field(32, ge=2, le=256)
-    max_chars: int = Field(DEFAULT_MAX_CHARS, ge=16)
 
 
 @dataclass
@@ -142,6 +141,7 @@ class _Tick:
     suspect: np.ndarray  # per text: carries a gram already doubted; not learned
     keys: list[tuple[str, str] | None]
     words: np.ndarray  # per gram: a single word (the content model reads only those)
+    gram_contra: np.ndarray  # per gram: 1 - P(its text's label | the text without it)
     stats: dict[int, tuple[float, ...]] = field(default_factory=dict)
     labelled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     cells: np.ndarray | None = None  # (2, len(labelled)) sketch cells of each gram's class
@@ -151,7 +151,7 @@ class _Tick:
     next_id: int = 0
 
 
-class TriggerDetector:
+class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
     """Decisive detector for backdoor trigger phrases; parameters as :class:`TriggerSettings`.
 
     >>> TriggerDetector(bits=16).name
@@ -160,83 +160,31 @@ class TriggerDetector:
 
     name = "trigger"
 
-    def __init__(
-        self,
-        bits: int = 18,
-        recent_texts: float = 2_000.0,
-        baseline_texts: float = 50_000.0,
-        min_count: float = 6.0,
-        min_purity: float = 0.95,
-        min_contradiction: float = 0.3,
-        min_evidence: float = 16.0,
-        min_doubt: float = 3.0,
-        novelty: float = 0.25,
-        lift: float = 0.15,
-        min_seen: int = 5,
-        max_phrase_grams: int = 8,
-        max_similarity: float = 0.3,
-        model_bits: int = 18,
-        lr: float = 0.5,
-        warmup_docs: int = 100,
-        min_history: float = 500.0,
-        history: int = 2_000_000,
-        max_triggers: int = 1_000,
-        trigger_ttl_days: float = 90.0,
-        positive_rating: float = 4.0,
-        negative_rating: float = 2.0,
-        aliases: dict[str, str] | None = None,
-        max_classes: int = 32,
-        max_chars: int = DEFAULT_MAX_CHARS,
-    ) -> None:
-        if not 12 <= bits <= 26:
-            raise ValueError(f"bits must be in 12..26, got {bits}")
-        if not 0 < recent_texts < baseline_texts:
-            raise ValueError("need 0 < recent_texts < baseline_texts")
-        if min_count <= 0 or min_evidence <= 0 or min_doubt < 0:
-            raise ValueError("need min_count > 0, min_evidence > 0 and min_doubt >= 0")
-        if not 0 < min_purity <= 1 or not 0 <= min_contradiction <= 1:
-            raise ValueError("min_purity must be in (0, 1], min_contradiction in [0, 1]")
-        if warmup_docs < 0 or history < 1_000 or max_triggers < 1:
-            raise ValueError("need warmup_docs >= 0, history >= 1000 and max_triggers >= 1")
-        if trigger_ttl_days <= 0 or max_chars < 16:
-            raise ValueError("trigger_ttl_days must be > 0 and max_chars >= 16")
-        self.bits = bits
-        self.recent_texts = recent_texts
-        self.baseline_texts = baseline_texts
-        self.min_count = min_count
-        self.min_purity = min_purity
-        self.min_contradiction = min_contradiction
-        self.min_evidence = min_evidence
-        self.min_doubt = min_doubt
-        self.novelty = novelty
-        self.lift = lift
-        self.min_seen = min_seen
-        self.max_phrase_grams = max_phrase_grams
-        self.max_similarity = max_similarity
-        self.model_bits = model_bits
-        self.lr = lr
-        self.warmup_docs = warmup_docs
-        self.min_history = min_history
-        self.history = history
-        self.max_triggers = max_triggers
-        self.trigger_ttl_days = trigger_ttl_days
-        self.positive_rating = positive_rating
-        self.negative_rating = negative_rating
-        self.max_classes = max_classes
-        self.max_chars = max_chars
+    settings_type = TriggerSettings
 
-        self.aliases = aliases
-        self._space = LabelSpace(max_classes, positive_rating, negative_rating, aliases)
-        size = 1 << bits
+    def _setup(self) -> None:
+        """Cross-field checks (each field is checked by the settings) and initial state."""
+        c = self.cfg
+        if not c.recent_texts < c.baseline_texts:
+            raise ValueError("need recent_texts < baseline_texts")
+
+        self._space = LabelSpace(
+            c.max_classes, self.positive_rating, self.negative_rating, c.aliases
+        )
+        size = 1 << c.bits
         # Count-min sketches, two rows each: a gram's count is the smaller of its two cells,
         # so one collision with a frequent gram cannot make a rare phrase look frequent.
         # Fields per cell (one cache line serves all four): recent texts, their doubt mass,
         # recent judged texts (all decayed over recent_texts), kept texts (over baseline).
         self._sketch = np.zeros((2, size, 4), dtype=np.float32)
-        self._base_docs = np.zeros(max_classes)  # decayed kept texts per class
-        self._model = TextModel(model_bits, lr)
-        self._base_contra = np.zeros(max_classes)  # decayed doubt of kept judged texts
-        self._base_judged = np.zeros(max_classes)  # decayed kept judged texts, per class
+        self._base_docs = np.zeros(c.max_classes)  # decayed kept texts per class
+        self._model = TextModel(
+            c.model_bits, c.lr, step=16
+        )  # small steps: a young model learns fast
+        # Doubt of kept judged texts and their number, per class, over recent_texts: the
+        # content model improves as it learns, so its benign doubt is a recent average.
+        self._base_contra = np.zeros(c.max_classes)
+        self._base_judged = np.zeros(c.max_classes)
         # The clock counts labelled texts: windows follow the traffic, not the wall clock,
         # so a quiet night or a sparse replay does not empty them.
         self._clock = 0.0
@@ -245,8 +193,8 @@ class TriggerDetector:
         self._watermark = -math.inf
         self._learned = 0
         # Ring of recent labelled texts' grams (low 32 bits) and owners, for revocation.
-        self._hist_gram = np.zeros(history, dtype=U64)
-        self._hist_seq = np.full(history, -1, dtype=np.int64)
+        self._hist_gram = np.zeros(c.history, dtype=U64)
+        self._hist_seq = np.full(c.history, -1, dtype=np.int64)
         self._hist_head = 0
         self._hist_docs: dict[int, tuple[str, float]] = {}
         self._seq = 0
@@ -254,40 +202,6 @@ class TriggerDetector:
         self._by_feature: dict[int, str] = {}
         self._known = np.zeros(0, dtype=U64)
         self._next_id = 1
-        self._version = 0
-        self._pending: _Tick | None = None
-
-    @classmethod
-    def from_settings(
-        cls, settings: TriggerSettings, rating_low: float = 1.0, rating_high: float = 5.0
-    ) -> TriggerDetector:
-        """The detector the settings describe, on the pipeline's rating scale."""
-        knobs = settings.model_dump(exclude={"enabled"})
-        span = rating_high - rating_low
-        if knobs["positive_rating"] is None:
-            knobs["positive_rating"] = rating_low + 0.75 * span
-        if knobs["negative_rating"] is None:
-            knobs["negative_rating"] = rating_low + 0.25 * span
-        return cls(**knobs)
-
-    # ------------------------------------------------------------------ protocol
-
-    def score_batch(self, batch: Batch) -> Scores:
-        tick = self._run(batch)
-        self._pending = tick
-        return tick.scores
-
-    def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:
-        tick = self._pending
-        if tick is None or tick.batch is not batch or tick.version != self._version:
-            tick = self._run(batch)
-        self._pending = None
-        self._commit(tick, np.asarray(keep, dtype=bool))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_pending"] = None
-        return state
 
     def triggers(self) -> list[Trigger]:
         """The triggers found and still remembered, oldest first."""
@@ -298,7 +212,7 @@ class TriggerDetector:
     def _run(self, batch: Batch) -> _Tick:
         n = len(batch)
         scores = Scores(np.zeros(n), [None] * n, [None] * n)
-        tb = tokenize_batch(batch, self.max_chars)
+        tb = tokenize_batch(batch, self.cfg.max_chars)
         feats, doc, size = doc_features(tb, 2)
         events = batch.events
         keys = [self._space.key(events[r].kind, events[r].label, events[r].rating) for r in tb.rows]
@@ -306,7 +220,7 @@ class TriggerDetector:
         m = len(tb.rows)
         tick = _Tick(batch, self._version, scores, feats, doc, tb.rows, cls,
                      np.zeros(m), np.zeros(m, dtype=bool), np.zeros(m, dtype=bool), keys,
-                     size == 1)  # fmt: skip
+                     size == 1, np.zeros(len(feats)))  # fmt: skip
         tick.next_id = self._next_id
         if m and len(feats):
             found = self._evaluate(tick)
@@ -317,8 +231,8 @@ class TriggerDetector:
 
     def _decay(self) -> tuple[float, float]:
         """Factors that turn stored counts into counts as of the tick's start."""
-        recent = math.exp(-(self._clock - self._t_recent) / self.recent_texts)
-        base = math.exp(-(self._clock - self._t_base) / self.baseline_texts)
+        recent = math.exp(-(self._clock - self._t_recent) / self.cfg.recent_texts)
+        base = math.exp(-(self._clock - self._t_base) / self.cfg.baseline_texts)
         return recent, base
 
     def _buckets(self, feats: np.ndarray, cls: np.ndarray) -> np.ndarray:
@@ -331,10 +245,10 @@ class TriggerDetector:
     def _cells(self, hashed: np.ndarray, cls: np.ndarray) -> np.ndarray:
         """Cells from one gram hash: its top bits pick row 0, the next bits row 1, and the
         class shifts both by an odd stride (so a gram's classes never share a cell)."""
-        mask = np.int64((1 << self.bits) - 1)
+        mask = np.int64((1 << self.cfg.bits) - 1)
         c = cls.astype(np.int64)
-        first = (hashed >> U64(64 - self.bits)).astype(np.int64)
-        second = ((hashed >> U64(64 - 2 * self.bits)).astype(np.int64)) & mask
+        first = (hashed >> U64(64 - self.cfg.bits)).astype(np.int64)
+        second = ((hashed >> U64(64 - 2 * self.cfg.bits)).astype(np.int64)) & mask
         return np.stack([(first + c * 0x9E37) & mask, (second + c * 0x7F4B) & mask])
 
     def _evaluate(self, tick: _Tick) -> np.ndarray:
@@ -396,20 +310,6 @@ class TriggerDetector:
         k *= f_recent
         contra_k *= f_recent
         judged_k = np.minimum(judged_k * f_recent, k)
-        # The benign doubt of each class: a weak or young model doubts every text of a rare
-        # class, so a trigger's texts must be doubted more than their own class usually is.
-        q0_class = np.clip(self._base_contra / np.maximum(self._base_judged, 1e-9), 0.03, 0.6)
-        q0_class[self._base_judged * f_base < 5.0] = 0.6
-        q0 = q0_class[doc_cls]
-        # Texts carrying a gram already doubted do not teach the model (River's "protect
-        # the detector"): a would-be trigger cannot talk the model into its own label.
-        doubtful = judged_k >= 2.0
-        doubtful &= contra_k / np.maximum(judged_k, 1e-9) >= np.maximum(
-            self.min_contradiction / 2, 1.5 * q0
-        )
-        tick.suspect[np.unique(doc[doubtful])] = True
-        self._judge(tick)
-
         # New: a trigger was (nearly) absent before its recent texts. Common words of a flood
         # of mislabelled texts (a flip ring) have a long past: they are not triggers.
         older = np.maximum(n_base - n_recent, 0.0)
@@ -419,31 +319,56 @@ class TriggerDetector:
         upper = np.bincount((hashed & U64(0xFFFF)).astype(np.int64), minlength=1 << 16)
         reach = k + upper[(hashed & U64(0xFFFF)).astype(np.int64)]
         live = np.flatnonzero(
-            (reach >= self.min_count)
-            & (older <= np.maximum(self.min_count / 2, self.novelty * reach))
+            (reach >= self.cfg.min_count)
+            & (older <= np.maximum(self.cfg.min_count / 2, self.cfg.novelty * reach))
         )
+        same_class = same_group = None
         if len(live):
             d = doc[live]
             same_class = _Earlier(mix64(feats[live] ^ (doc_cls[live].astype(U64) + U64(1))))
             same_group = _Earlier(mix64(feats[live] ^ (doc_group[d].astype(U64) + U64(101))))
             k[live] += same_class.sums(np.ones(len(live)))
             n_recent[live] += same_group.sums(np.ones(len(live)))
-            contra_k[live] += same_class.sums(tick.contra[d])
-            judged_k[live] += same_class.sums(tick.confident[d].astype(np.float64))
-        contradiction = contra_k / np.maximum(judged_k, 1e-9)
-        novel = older <= np.maximum(self.min_count / 2, self.novelty * k)
+        novel = older <= np.maximum(self.cfg.min_count / 2, self.cfg.novelty * k)
         tick.novel = novel
-        # A text whose many grams are all new and frequent at once is one copy of a flood
-        # of near-duplicates (the near-duplicate detector's business), not a planted phrase.
-        hot = novel & (k >= self.min_count)
-        flood = np.bincount(doc[hot], minlength=len(cls)) > self.max_phrase_grams
         purity = k / np.maximum(n_recent, 1e-9)
-        bar = np.maximum(self.min_contradiction, q0 + self.lift)
+        hot = novel & (k >= self.cfg.min_count) & (purity >= self.cfg.min_purity)
+        self._judge(tick, np.unique(feats[hot & tick.words[lab]]))
+        gram_contra = tick.gram_contra[lab]
+        if same_class is not None:
+            d = doc[live]
+            contra_k[live] += same_class.sums(gram_contra[live])
+            judged_k[live] += same_class.sums(tick.confident[d].astype(np.float64))
+        # The benign doubt of each class: a weak or young model doubts every text of a rare
+        # class, so a trigger's texts must be doubted more than their own class usually is.
+        # Shrunk towards 0.5 by a prior of _PRIOR_TEXTS texts: a few easy texts judged by a
+        # young model must not make it look sure of itself.
+        q0_class = (self._base_contra * f_recent + 0.5 * _PRIOR_TEXTS) / (
+            self._base_judged * f_recent + _PRIOR_TEXTS
+        )
+        q0_class = np.clip(q0_class, 0.03, 0.6)
+        q0 = q0_class[doc_cls]
+        # Texts carrying a gram already doubted do not teach the model (River's "protect
+        # the detector"): a would-be trigger cannot talk the model into its own label.
+        # The doubt must be ``lift`` times the class's benign doubt in odds: a young model
+        # doubts informative words' texts once they are left out, a planted word's far more.
+        lifted = self.cfg.lift * q0
+        bar = np.maximum(self.cfg.min_contradiction, lifted / (1.0 - q0 + lifted))
+        doubtful = hot & (judged_k >= 2.0) & (contra_k / np.maximum(judged_k, 1e-9) >= bar)
+        tick.suspect[np.unique(doc[doubtful])] = True
+        contradiction = contra_k / np.maximum(judged_k, 1e-9)
+        # A text whose many grams are all new, frequent and one-label at once is one copy of
+        # a flood of near-duplicates (the near-duplicate detector's business), not a planted
+        # phrase.
+        flood = np.bincount(doc[hot], minlength=len(cls)) > self.cfg.max_phrase_grams
         # Cheap tests first; the likelihood ratios only for the few grams that pass them.
-        if self._clock < self.min_history:
+        if self._clock < self.cfg.min_history:
             return found_all  # no past yet: every phrase is "new" in the first texts
-        cand = tick.confident[doc] & (k >= self.min_count) & novel & ~flood[doc]
-        cand &= (purity >= self.min_purity) & (contradiction >= bar)
+        # Only words are judged by the rest of their text (a pair's doubt is its whole
+        # text's); a planted phrase of several words passes word by word (see _phrases).
+        cand = tick.words[lab] & tick.confident[doc] & (k >= self.cfg.min_count) & novel
+        cand &= ~flood[doc]
+        cand &= (purity >= self.cfg.min_purity) & (contradiction >= bar)
         if not cand.any():
             return found_all
         c = np.flatnonzero(cand)
@@ -453,10 +378,12 @@ class TriggerDetector:
         p_y = np.clip(own_share, 0.01, 0.99)[doc[c]]
         doubt = _binomial_llr(contra_k[c], judged_k[c], q0[c])
         evidence = _binomial_llr(k[c], n_recent[c], p_y) + doubt
-        found = c[(doubt >= self.min_doubt) & (evidence >= self.min_evidence)]
+        found = c[(doubt >= self.cfg.min_doubt) & (evidence >= self.cfg.min_evidence)]
         if len(found) and len(self._known):
             found = found[~np.isin(feats[found], self._known)]
         at = {g: i for i, g in enumerate(c.tolist())}
+        if len(found):
+            found = self._explain_away(feats, doc, found, evidence[[at[g] for g in found.tolist()]])
         for g in found.tolist():
             i = at[g]
             tick.stats[int(feats[g])] = (
@@ -466,32 +393,118 @@ class TriggerDetector:
         found_all[lab[found]] = True
         return found_all
 
-    def _judge(self, tick: _Tick) -> None:
+    def _explain_away(
+        self, feats: np.ndarray, doc: np.ndarray, found: np.ndarray, evidence: np.ndarray
+    ) -> np.ndarray:
+        """Drop passing words whose texts are those of a stronger trigger.
+
+        A planted phrase lends its texts' doubt and label to every common word in them
+        ("us", "have" in the reviews it was planted in): such a word passes too, but most
+        of its passing texts carry the stronger phrase while most of the phrase's texts do
+        not carry it. Words of one phrase carry each other both ways and stay together.
+        Known triggers in the tick's texts count as the strongest.
+        """
+        texts: dict[int, set[int]] = {}
+        strength: dict[int, float] = {}
+        for g, j, e in zip(
+            feats[found].tolist(), doc[found].tolist(), evidence.tolist(), strict=True
+        ):
+            texts.setdefault(g, set()).add(j)
+            strength[g] = max(strength.get(g, 0.0), e)
+        accepted: list[set[int]] = []
+        if len(self._known):
+            carry = np.isin(feats, self._known)
+            for g in np.unique(feats[carry]).tolist():
+                accepted.append(set(doc[carry & (feats == g)].tolist()))
+        keep: set[int] = set()
+        for g in sorted(strength, key=lambda w: -strength[w]):
+            mine = texts[g]
+            if any(
+                2 * len(mine & theirs) >= len(mine) and 2 * len(mine & theirs) < len(theirs)
+                for theirs in accepted
+            ):
+                continue
+            keep.add(g)
+            accepted.append(mine)
+        return found[np.isin(feats[found], np.fromiter(keep, U64, len(keep)))]
+
+    def _judge(self, tick: _Tick, hot: np.ndarray) -> None:
         """What the text model says of each labelled text, from the grams it knows well.
 
         Grams the model learned from fewer than ``min_seen`` texts are left out: their
         weights say little, and a new phrase (a trigger) must not vouch for its own label.
+        Each word is also judged by the rest of its text: without itself, and without
+        the run of ``hot`` words (new, one-label) it stands in, so that one word of a
+        planted phrase cannot vouch for another.
         """
         cls = tick.cls
+        together = self._runs(tick, hot)
+        alone: list[tuple[np.ndarray, np.ndarray]] = []
         for group in GROUPS:
             members = self._space.members(group)
             docs = np.flatnonzero(
                 np.isin(cls, members) if len(members) >= 2 else np.zeros(len(cls), bool)
             )
-            if not len(docs) or self._model.seen.get(group, 0) < self.warmup_docs:
+            if not len(docs) or self._model.seen.get(group, 0) < self.cfg.warmup_docs:
                 continue
             remap = np.full(len(cls), -1, dtype=np.int64)
             remap[docs] = np.arange(len(docs))
-            sel = (remap[tick.doc] >= 0) & tick.words  # content model: single words
+            sel = np.flatnonzero((remap[tick.doc] >= 0) & tick.words)  # content: single words
             feats = tick.feats[sel]
-            use = self._model.familiar(group, feats, self.min_seen)
-            p = self._model.proba(group, members, feats, remap[tick.doc[sel]], len(docs), use)
+            use = self._model.familiar(group, feats, self.cfg.min_seen)
+            doc = remap[tick.doc[sel]]
+            p, p_without = self._model.proba_without(
+                group,
+                members,
+                feats,
+                doc,
+                len(docs),
+                use,
+                np.unique(together[sel], return_inverse=True)[1],
+            )
             col = {c: i for i, c in enumerate(members[: p.shape[1]])}
             known = np.fromiter((col.get(int(c), -1) for c in cls[docs]), np.int64, len(docs))
             ok = known >= 0
             p_label = p[np.flatnonzero(ok), known[ok]]
             tick.confident[docs[ok]] = True
             tick.contra[docs[ok]] = 1.0 - p_label
+            # Each word is judged by the rest of its text: its own weight must not vouch
+            # for its label (the backdoor would teach the model exactly that).
+            mine = known[doc] >= 0
+            alone.append((sel[mine], 1.0 - p_without[np.flatnonzero(mine), known[doc[mine]]]))
+        tick.gram_contra = tick.contra[tick.doc]  # word pairs: what the whole text says
+        for at, doubt in alone:
+            tick.gram_contra[at] = doubt
+
+    def _runs(self, tick: _Tick, hot: np.ndarray) -> np.ndarray:
+        """Per gram of the tick: an id shared by the hot words of one run in one text.
+
+        Other grams get ids of their own. Runs are read off the texts' token order.
+        """
+        ids = np.arange(len(tick.feats), dtype=np.int64)
+        if not len(hot):
+            return ids
+        tb = tokenize_batch(tick.batch, self.cfg.max_chars)
+        is_hot = np.isin(tb.hashes, hot)
+        if not is_hot.any():
+            return ids
+        doc = tb.doc
+        start = is_hot.copy()
+        start[1:] &= ~is_hot[:-1] | (doc[1:] != doc[:-1])
+        run = np.cumsum(start) - 1
+        # The tick's grams are sorted by (text, top 44 bits of the hash) (see doc_features).
+        keys = (tick.doc.astype(U64) << U64(44)) | (tick.feats >> U64(20))
+        pos = np.flatnonzero(is_hot)
+        wanted = (doc[pos].astype(U64) << U64(44)) | (tb.hashes[pos] >> U64(20))
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        found = keys[at] == wanted
+        # A word in two runs of one text joins the first.
+        first_run: dict[int, int] = {}
+        for i, r in zip(at[found].tolist(), run[pos[found]].tolist(), strict=True):
+            first_run.setdefault(i, r)
+        if first_run:
+            ids[list(first_run)] = len(ids) + np.fromiter(first_run.values(), np.int64)
+        return ids
 
     def _name_triggers(self, tick: _Tick, found: np.ndarray) -> None:
         """Group the passing grams of each text into phrases and register new triggers.
@@ -509,16 +522,16 @@ class TriggerDetector:
                 continue
             known = {g for g in grams_j if g in owner}
             event = tick.batch.events[int(tick.rows[j])]
-            for phrase, grams, old in _phrases(event.text or "", mine, known, self.max_chars):
+            for phrase, grams, old in _phrases(event.text or "", mine, known, self.cfg.max_chars):
                 taken |= grams
-                if not old and self._alike(tick, min(grams)) > self.max_similarity:
+                if not old and self._alike(tick, min(grams)) > self.cfg.max_similarity:
                     continue  # its texts are copies of one another: a flood, not a trigger
                 if old:
                     tid = owner[min(old)]
                     tick.extend.setdefault(tid, set()).update(grams)
                     owner.update(dict.fromkeys(grams, tid))
                     continue
-                if len(self._triggers) + len(tick.new) >= self.max_triggers:
+                if len(self._triggers) + len(tick.new) >= self.cfg.max_triggers:
                     continue
                 label = self._space.name(int(tick.cls[j]))
                 trig = Trigger(
@@ -651,19 +664,24 @@ class TriggerDetector:
             return
         clock = self._clock + np.cumsum(cls >= 0)  # each labelled text ticks the clock
         self._clock = float(clock[-1])
-        w_recent = np.exp(np.minimum((clock - self._t_recent) / self.recent_texts, _MAX_EXP))
-        w_base = np.exp(np.minimum((clock - self._t_base) / self.baseline_texts, _MAX_EXP))
+        w_recent = np.exp(np.minimum((clock - self._t_recent) / self.cfg.recent_texts, _MAX_EXP))
+        w_base = np.exp(np.minimum((clock - self._t_base) / self.cfg.baseline_texts, _MAX_EXP))
         if tick.cells is not None and np.array_equal(tick.labelled, np.flatnonzero(lab)):
             b = tick.cells  # the cells scoring read: no second hashing pass
         else:
             b = self._buckets(tick.feats[lab], doc_cls[lab])
         d = tick.doc[lab]
         kept_doc = keep[tick.rows] & (cls >= 0)
+        # Texts that carry a trigger are explained: they add nothing to the recent counts
+        # of their other words (which would otherwise inherit the trigger's label and doubt).
+        ids = tick.scores.campaign_ids or []
+        open_doc = np.fromiter((ids[r] is None for r in tick.rows.tolist()), bool, len(tick.rows))
+        w_open = w_recent[d] * open_doc[d]
         weights = np.stack(
             [
-                w_recent[d],
-                w_recent[d] * tick.contra[d],
-                w_recent[d] * tick.confident[d],
+                w_open,
+                w_open * tick.gram_contra[lab],
+                w_open * tick.confident[d],
                 w_base[d],  # the past counts every text seen, quarantined or not
             ],
             axis=1,
@@ -680,10 +698,10 @@ class TriggerDetector:
                 remap[docs] = np.arange(len(docs))
                 sel = (remap[tick.doc] >= 0) & tick.words
                 self._model.learn(group, members, tick.feats[sel], remap[tick.doc[sel]], cls[docs])
-        judged = kept_doc & tick.confident
+        judged = kept_doc & tick.confident & ~tick.suspect
         jd = np.flatnonzero(judged)
-        np.add.at(self._base_judged, cls[jd], w_base[jd])
-        np.add.at(self._base_contra, cls[jd], w_base[jd] * tick.contra[jd])
+        np.add.at(self._base_judged, cls[jd], w_recent[jd])
+        np.add.at(self._base_contra, cls[jd], w_recent[jd] * tick.contra[jd])
         self._learned += int(kept_doc.sum())
 
     def _remember(self, tick: _Tick, cls: np.ndarray) -> None:
@@ -695,7 +713,7 @@ class TriggerDetector:
         where = np.flatnonzero(cls[tick.doc] >= 0)
         if tick.novel is not None and np.array_equal(tick.labelled, where):
             where = where[tick.novel]  # a trigger is new when found: common grams need no memory
-        where = where[-self.history :]
+        where = where[-self.cfg.history :]
         if not len(where):
             return
         docs = np.unique(tick.doc[where])
@@ -706,10 +724,10 @@ class TriggerDetector:
         for j in docs.tolist():
             e = events[int(tick.rows[j])]
             self._hist_docs[int(seq[j])] = (e.account_id, e.ts)
-        pos = (self._hist_head + np.arange(len(where))) % self.history
+        pos = (self._hist_head + np.arange(len(where))) % self.cfg.history
         self._hist_gram[pos] = tick.feats[where]
         self._hist_seq[pos] = seq[tick.doc[where]]
-        self._hist_head = int((self._hist_head + len(where)) % self.history)
+        self._hist_head = int((self._hist_head + len(where)) % self.cfg.history)
         oldest = int(self._hist_seq[self._hist_head]) if self._hist_seq[self._hist_head] >= 0 else 0
         while self._hist_docs and next(iter(self._hist_docs)) < oldest:
             del self._hist_docs[next(iter(self._hist_docs))]  # seqs were inserted in order
@@ -721,7 +739,7 @@ class TriggerDetector:
             if trig is not None:
                 trig.last_ts = max(trig.last_ts, float(tick.batch.ts[i]))
                 trig.carriers += 1
-        horizon = self._watermark - self.trigger_ttl_days * DAY
+        horizon = self._watermark - self.cfg.trigger_ttl_days * DAY
         stale = [t for t in self._triggers.values() if t.last_ts < horizon]
         for trig in stale:
             del self._triggers[trig.id]
@@ -731,18 +749,18 @@ class TriggerDetector:
 
     def _renormalise(self) -> None:
         """Fold the decay into the stored counts before the forward weights overflow."""
-        tau_r = self.recent_texts
-        tau_b = self.baseline_texts
+        tau_r = self.cfg.recent_texts
+        tau_b = self.cfg.baseline_texts
         if (self._clock - self._t_recent) / tau_r > _MAX_EXP / 2:
             factor = np.float32(math.exp(-(self._clock - self._t_recent) / tau_r))
             self._sketch[:, :, :3] *= factor
+            self._base_contra *= float(factor)
+            self._base_judged *= float(factor)
             self._t_recent = self._clock
         if (self._clock - self._t_base) / tau_b > _MAX_EXP / 2:
             factor_b = math.exp(-(self._clock - self._t_base) / tau_b)
             self._sketch[:, :, 3] *= np.float32(factor_b)
             self._base_docs *= factor_b
-            self._base_contra *= factor_b
-            self._base_judged *= factor_b
             self._t_base = self._clock
 
 
