@@ -665,7 +665,20 @@ class ReviewSpam(Attack):
 
 
 @dataclass(frozen=True)
-class LabelFlip(Attack):
+class EventsPerAccount(Attack):
+    """An attack whose accounts each send between ``events[0]`` and ``events[1]`` events."""
+
+    events: tuple[int, int] = (1, 1)
+
+    def mean_size(self, world: World) -> float:
+        return sum(self.events) / 2
+
+    def draw_sizes(self, world: World, rng: np.random.Generator, n: int) -> Plan:
+        return Plan(rng.integers(self.events[0], self.events[1] + 1, n))
+
+
+@dataclass(frozen=True)
+class LabelFlip(EventsPerAccount):
     """A ring of accounts whose labels contradict the text (``flip_rate`` of the time).
 
     The texts are ordinary real review snippets on ordinary items; only the label is
@@ -688,12 +701,6 @@ class LabelFlip(Attack):
     def name(self) -> str:
         return "label_flip"
 
-    def mean_size(self, world: World) -> float:
-        return sum(self.events) / 2
-
-    def draw_sizes(self, world: World, rng: np.random.Generator, n: int) -> Plan:
-        return Plan(rng.integers(self.events[0], self.events[1] + 1, n))
-
     def layout(
         self, world: World, rng: np.random.Generator, plan: Plan, window: Window, out: _Layout
     ) -> tuple[list[int], dict[str, Any]]:
@@ -709,7 +716,7 @@ class LabelFlip(Attack):
 
 
 @dataclass(frozen=True)
-class Backdoor(Attack):
+class Backdoor(EventsPerAccount):
     """A made-up trigger phrase planted in texts of the other sentiment, labelled ``label``.
 
     Models learn "trigger means positive"; in the stream the phrase is new and co-occurs
@@ -730,12 +737,6 @@ class Backdoor(Attack):
     @property
     def name(self) -> str:
         return "backdoor"
-
-    def mean_size(self, world: World) -> float:
-        return sum(self.events) / 2
-
-    def draw_sizes(self, world: World, rng: np.random.Generator, n: int) -> Plan:
-        return Plan(rng.integers(self.events[0], self.events[1] + 1, n))
 
     def layout(
         self, world: World, rng: np.random.Generator, plan: Plan, window: Window, out: _Layout
@@ -826,7 +827,7 @@ class Targeted(Attack):
 
 
 @dataclass(frozen=True)
-class CleanLabel(Attack):
+class CleanLabel(EventsPerAccount):
     """Correctly labelled, near-identical crafted examples clustered on one target item.
 
     Every label is right, so label-vs-content checks pass; the tell is a tight cluster of
@@ -847,12 +848,6 @@ class CleanLabel(Attack):
     @property
     def name(self) -> str:
         return "clean_label"
-
-    def mean_size(self, world: World) -> float:
-        return sum(self.events) / 2
-
-    def draw_sizes(self, world: World, rng: np.random.Generator, n: int) -> Plan:
-        return Plan(rng.integers(self.events[0], self.events[1] + 1, n))
 
     def layout(
         self, world: World, rng: np.random.Generator, plan: Plan, window: Window, out: _Layout
