@@ -307,6 +307,36 @@ def bench_latency(bootstrap: str, rate: float, seconds: float) -> dict[str, floa
     }
 
 
+def targets_table(
+    core: list[dict[str, object]],
+    memory: list[dict[str, int]],
+    kafka: dict[str, float] | None,
+    latency: dict[str, float] | None,
+) -> list[str]:
+    """Issue 10's targets against what this run measured."""
+    eps = {str(r["traffic"]): float(r["streamguard_eps"]) for r in core}  # type: ignore[arg-type]
+    per_account = memory[-1]["rss_growth"] / memory[-1]["accounts"]
+    rows = [
+        ("detector core, rating events/s", ">= 50,000", eps.get("rating events", 0.0) >= 50_000,
+         f"{eps.get('rating events', 0.0):,.0f}"),
+        ("detector core, review events/s", ">= 10,000", eps.get("review events", 0.0) >= 10_000,
+         f"{eps.get('review events', 0.0):,.0f}"),
+        (f"state per tracked account ({memory[-1]['accounts']:,})", "<= 1 KiB",
+         per_account <= 1024, f"{per_account:,.0f} B"),
+    ]  # fmt: skip
+    if kafka:
+        ratio = kafka["exactly_once_eps"] / kafka["raw_eps"]
+        rows.append(("end to end / raw pass-through", ">= 0.50", ratio >= 0.5, f"{ratio:.2f}"))
+    if latency:
+        rows.append(
+            ("p99 latency at half load", "<= 250 ms", latency["p99_ms"] <= 250,
+             f"{latency['p99_ms']:.0f} ms")
+        )  # fmt: skip
+    out = ["## Targets (issue 10)", "", "| what | target | measured | met |", "|---|---|---|---|"]
+    out += [f"| {w} | {t} | {m} | {'yes' if ok else 'no'} |" for w, t, ok, m in rows]
+    return out
+
+
 def write_markdown(
     path: Path,
     command: str,
@@ -385,6 +415,7 @@ def write_markdown(
             f"| {m['accounts']:,} | {m['rss_growth'] / 2**20:,.1f} | "
             f"{m['rss_growth'] / m['accounts']:,.0f} |"
         )
+    lines += ["", *targets_table(core, memory, kafka, latency)]
     soak = Path(__file__).with_name("soak.md")
     if soak.exists():  # a long run, kept apart: python benchmarks/bench_soak.py
         lines += ["", soak.read_text(encoding="utf-8").replace("## Soak", "## 5. Soak", 1)]
