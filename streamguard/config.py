@@ -118,8 +118,11 @@ class PolicySettings(_Section):
 
 
 class StateSettings(_Section):
-    # Where detector state is checkpointed; None keeps it in memory only.
+    # Where detector state is checkpointed, one file per input partition (named by group
+    # and partition); share it between the members so a partition that moves in a
+    # rebalance takes its state along. None keeps state in memory only.
     dir: Path | None = None
+    # Checkpoint a partition every this many of its ticks (and on revocation and shutdown).
     every_ticks: int = Field(100, ge=1)
 
 
