@@ -28,12 +28,12 @@ def with_noise(events: list[FeedbackEvent], rate: float, seed: int) -> list[Feed
 
 
 def ring_stream(
-    seed: int = 0, members: int = 6, each: int = 15, flip_rate: float = 0.9
+    seed: int = 0, members: int = 6, each: int = 15, flip_rate: float = 0.9, start: int = 800
 ) -> tuple[list[FeedbackEvent], set[str]]:
     rng = np.random.default_rng(seed)
     events = with_noise(labelled_stream(2500, seed), 0.03, seed)
     poisoned: set[str] = set()
-    t0, t1 = events[800].ts, events[-1].ts
+    t0, t1 = events[start].ts, events[-1].ts
     for a in range(members):
         for k in range(each):
             positive = bool(rng.random() < 0.7)
@@ -189,3 +189,15 @@ def test_state_is_bounded() -> None:
     late = event(700_000, text="fine", label="positive", ts=events[-1].ts + 60 * 86400.0)
     run(det, [late], 1)
     assert len(det._accounts) <= 1 and not det.rings()
+
+
+def test_a_flag_reaches_back_to_texts_from_before_the_model_was_warm() -> None:
+    events, poisoned = ring_stream(seed=3, start=0)  # the ring acts from the first event
+    result = run(LabelFlipDetector(), events, 100)
+    early = {e.event_id for e in events[:300] if e.event_id in poisoned}
+    flagged = {flag.account_id for flag, _ in result["flags"]}
+    early_flagged = {
+        e.event_id for e in events[:300] if e.event_id in early and e.account_id in flagged
+    }
+    assert early_flagged, "the test needs ring texts from before the model judged anything"
+    assert early_flagged <= removed(result, events)

@@ -20,9 +20,10 @@ events, bounded below by ``min_p0``) and ``p1 = flip_rate``. When it passes
 ``threshold`` nats with at least ``min_flips`` contradictions, the account is flagged:
 its later label, vote and review events are quarantined for ``member_days`` (its
 ratings are not evidence of flipping and pass), and the pipeline revokes its releases
-since its first judged text. A *ring* is the accounts flagged while sharing an IP address or
-a device; an account that shares one with a flagged account needs only
-``ring_threshold`` nats.
+from ``member_days`` before its first judged text (what it sent before the model was warm
+enough to judge it), as far back as the pipeline's revocation window reaches. A *ring*
+is the accounts flagged while sharing an IP address or a device; an account that shares
+one with a flagged account needs only ``ring_threshold`` nats.
 """
 
 from __future__ import annotations
@@ -301,7 +302,8 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
                 tick.shared[key] = ring_id
         self._mark(tick, i, acc, 1.0)
         detail = tick.scores.details[i] or ""
-        tick.scores.flagged_accounts.append(Flag(account, ring_id, detail, 1.0, acc.first_ts))
+        since = acc.first_ts - self.cfg.member_days * DAY  # its texts before the model judged
+        tick.scores.flagged_accounts.append(Flag(account, ring_id, detail, 1.0, since))
 
     def _mark(self, tick: _Tick, i: int, acc: _Account, score: float) -> None:
         ring = tick.rings.get(acc.ring or "") or self._rings.get(acc.ring or "")
