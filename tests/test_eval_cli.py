@@ -90,3 +90,16 @@ def test_eval_through_kafka_agrees_with_in_process(stream, tmp_path, kafka_broke
     ).read_text()
     for key in ("events", "clean", "quarantined", "dlq", "overall", "by_attack"):
         assert local[key] == remote[key], key
+
+
+def test_matrix_doc_is_regenerated_and_keeps_the_notes_below_the_marker(tmp_path):
+    from streamguard.cli import HAND_WRITTEN
+
+    doc = tmp_path / "EVALUATION.md"
+    doc.write_text(f"# old\n| stale | row |\n\n{HAND_WRITTEN}\nWhy the numbers look so.\n")
+    argv = ["matrix", "--scenarios", "benign", "--seeds", "1", "--events", "1500"]
+    assert main([*argv, "--out", str(tmp_path / "m"), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| benign | synthetic | 1 |" in text and "stale" not in text
+    assert text.endswith(f"{HAND_WRITTEN}\nWhy the numbers look so.\n")
+    assert "streamguard matrix --scenarios benign" in text
