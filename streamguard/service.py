@@ -68,6 +68,7 @@ class Service:
         self.consumer: KafkaConsumer | None = None
         self.sink: KafkaSink | None = None
         self.newly_assigned: list[TopicPartition] = []  # to check against checkpoints
+        self.stores: dict[PartitionKey, CheckpointStore] = {}
         self.fingerprint = fingerprint(settings)
 
     def install_signal_handlers(self) -> None:
@@ -255,7 +256,11 @@ class Service:
         directory = self.settings.state.dir
         if directory is None:
             return None
-        return CheckpointStore(directory, f"{self.settings.kafka.group_id}-{key[0]}-{key[1]}")
+        store = self.stores.get(key)
+        if store is None:  # once per partition, not per tick (the store makes its directory)
+            name = f"{self.settings.kafka.group_id}-{key[0]}-{key[1]}"
+            store = self.stores[key] = CheckpointStore(directory, name)
+        return store
 
     def _checkpoint(self, key: PartitionKey) -> None:
         part = self.partitions.owned.get(key)
