@@ -56,6 +56,9 @@ class LRUTable(Generic[V]):
             self._data[key] = value
         return value
 
+    def pop(self, key: str) -> V | None:
+        return self._data.pop(key, None)
+
     def put(self, key: str, value: V) -> None:
         self._data.pop(key, None)
         self._data[key] = value

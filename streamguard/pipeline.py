@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import orjson
@@ -81,49 +81,48 @@ class TickResult:
     revocations: list[Revocation] = field(default_factory=list)
 
 
-class Release(NamedTuple):
-    event_id: str
-    item_id: str
-    ts: float
-    value: bytes
-
-
 class ReleaseLog:
     """Recent clean releases per account, so a late campaign finding can revoke them.
 
     Bounded three ways: accounts (LRU), releases per account, and age in event time.
+    An account holds only its newest event time and the raw values it released: ids and
+    times are read back from a value on the rare revocation, so a release costs its bytes
+    and one tuple slot, not a record of parsed copies (issue 10's memory target).
     """
 
     def __init__(self, max_accounts: int, per_account: int, window_seconds: float) -> None:
-        self.table: LRUTable[list[Release]] = LRUTable(max_accounts)
+        self.table: LRUTable[tuple[float, tuple[bytes, ...]]] = LRUTable(max_accounts)
         self.per_account = per_account
         self.window_seconds = window_seconds
 
     def record(self, event: FeedbackEvent, value: bytes) -> None:
-        releases = self.table.get(event.account_id)
-        if releases is None:
-            releases = []  # a list, not a deque: most accounts hold one or two releases
-            self.table.put(event.account_id, releases)
-        # An exact-size copy: serialisers and clients may hand out over-allocated buffers.
-        releases.append(Release(event.event_id, event.item_id, event.ts, bytes(memoryview(value))))
-        if len(releases) > self.per_account:
-            del releases[0]
+        # An exact-size copy: serialisers (orjson among them) may hand out bytes objects
+        # that sit in a much larger allocation, and the log keeps them for days.
+        value = bytes(memoryview(value))
+        held = self.table.get(event.account_id)
+        if held is None:
+            self.table.put(event.account_id, (event.ts, (value,)))
+            return
+        newest, values = held
+        values = values[len(values) + 1 - self.per_account :]  # room for the new one
+        self.table.put(event.account_id, (max(newest, event.ts), (*values, value)))
 
     def expire(self, now: float) -> None:
         """Forget accounts whose newest release left the window (least recently touched
         first), so the log holds a window of traffic, not every account ever seen."""
         horizon = now - self.window_seconds
-        self.table.expire(lambda releases: not releases or releases[-1].ts < horizon)
+        self.table.expire(lambda held: held[0] < horizon)
 
-    def take(self, account_id: str, since_ts: float, now: float) -> list[Release]:
+    def take(
+        self, account_id: str, since_ts: float, now: float
+    ) -> list[tuple[FeedbackEvent, bytes]]:
         """Remove and return the account's releases since ``since_ts`` within the window."""
-        releases = self.table.get(account_id)
-        if not releases:
+        held = self.table.pop(account_id)
+        if held is None:
             return []
         horizon = max(since_ts, now - self.window_seconds)
-        taken = [r for r in releases if r.ts >= horizon]
-        releases.clear()
-        return taken
+        released = ((FeedbackEvent.model_validate_json(v), v) for v in held[1])
+        return [(event, value) for event, value in released if event.ts >= horizon]
 
 
 class Pipeline:
@@ -242,9 +241,11 @@ class Pipeline:
         for name, flag in flags:
             reason = Reason(name, flag.score, f"retroactive: {flag.detail}", None, flag.campaign_id)
             verdict = Verdict(Action.QUARANTINE, flag.score, (reason,), retroactive=True)
-            for r in self.releases.take(flag.account_id, flag.since_ts, now):
+            for event, value in self.releases.take(flag.account_id, flag.since_ts, now):
                 revocations.append(
-                    Revocation(r.event_id, flag.account_id, r.item_id, r.ts, r.value, verdict)
+                    Revocation(
+                        event.event_id, flag.account_id, event.item_id, event.ts, value, verdict
+                    )
                 )
         return revocations
 

@@ -33,7 +33,7 @@ from streamguard.config import Settings
 from streamguard.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 2  # 2: per-partition checkpoints, campaign groups know unvouched accounts
+FORMAT_VERSION = 3  # 3: the release log keeps raw values only; 2: per-partition checkpoints
 
 Offsets = dict[tuple[str, int], int]
 

@@ -212,8 +212,18 @@ def test_fuzzed_input_never_crashes_the_default_pipeline(values):
 def test_release_log_forgets_accounts_whose_releases_left_the_window():
     log = ReleaseLog(max_accounts=1_000, per_account=8, window_seconds=100.0)
     for i in range(50):
-        log.record(FeedbackEvent.model_validate(event(i, account_id=f"a{i}", ts=T0 + i)), b"{}")
+        raw = event(i, account_id=f"a{i}", ts=T0 + i)
+        log.record(FeedbackEvent.model_validate(raw), orjson.dumps(raw))
     log.expire(T0 + 120.5)  # the horizon, T0 + 20.5, falls between releases 20 and 21
     assert len(log.table) == 29
     assert log.take("a20", 0.0, T0 + 49) == []
-    assert [r.event_id for r in log.take("a21", 0.0, T0 + 49)] == ["e21"]
+    assert [e.event_id for e, _ in log.take("a21", 0.0, T0 + 49)] == ["e21"]
+
+
+def test_release_log_keeps_the_newest_releases_per_account():
+    log = ReleaseLog(max_accounts=10, per_account=3, window_seconds=1e9)
+    for i in range(5):
+        raw = event(i, account_id="a", ts=T0 + i)
+        log.record(FeedbackEvent.model_validate(raw), orjson.dumps(raw))
+    assert [e.event_id for e, _ in log.take("a", 0.0, T0 + 5)] == ["e2", "e3", "e4"]
+    assert log.take("a", 0.0, T0 + 5) == []  # handed back once
