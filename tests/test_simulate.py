@@ -33,6 +33,7 @@ EXPECTED = {
     "shilling_bandwagon",
     "shilling_nuke",
     "shilling_spread",
+    "shilling_heavy_filler",
     "rating_bombing",
     "review_spam",
     "label_flip",

@@ -65,6 +65,11 @@ _ALL = (
         (Shilling(model="average", intent="nuke"),),
     ),
     Scenario(
+        "shilling_heavy_filler",
+        "average-attack push with filler on 5% of the catalogue (capped at 40 items)",
+        (Shilling(model="average", filler_frac=0.05),),
+    ),
+    Scenario(
         "shilling_spread",
         "average-attack push whose accounts arrive over two weeks (up to the run's span)",
         (Shilling(model="average", timing=Timing(mode="spread", days=14.0, sessions=2)),),
