@@ -75,7 +75,8 @@ def make_producer(settings: KafkaSettings, transactional_id: str | None) -> Kafk
     opts: dict[str, Any] = {
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 5,
+        "linger_ms": settings.producer_linger_ms,
+        "batch_size": settings.producer_batch_bytes,
         "retries": 2**31 - 1,
         "max_in_flight_requests_per_connection": 5,
         **client_options(settings),
