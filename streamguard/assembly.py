@@ -64,6 +64,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         decisive,
         PolicyConfig(
             settings.policy.target_quarantine_rate,
+            settings.policy.calibrated_share,
             settings.policy.warmup,
             settings.policy.calibration_window,
         ),

@@ -4,8 +4,10 @@ Two kinds of detector feed the policy:
 
 - *calibrated* detectors (anomaly scores, drift) give a raw score whose scale means
   nothing by itself. Their threshold is the online (1 - q) quantile of their recent
-  scores, where q is this detector's share of the target quarantine rate on benign
-  traffic (default 1% in all), over a long window so that a burst cannot move it much.
+  scores, where q is this detector's part of the calibrated share of the target
+  quarantine rate on benign traffic (default: a fifth of 1%, the rest being headroom for
+  the decisive detectors' false positives), over a long window so that a burst cannot
+  move it much.
   Nothing is hand-tuned per data set; until a detector has seen ``warmup`` events it
   cannot quarantine.
 - *decisive* detectors (a campaign, a trigger phrase) report findings: a score of 0.5 or
@@ -32,6 +34,7 @@ DECISION = 0.5
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
     target_quarantine_rate: float = 0.01
+    calibrated_share: float = 0.2
     warmup: int = 1_000
     calibration_window: int = 50_000
     min_threshold: float = 0.0
@@ -39,6 +42,8 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.target_quarantine_rate < 0.5:
             raise ValueError("target_quarantine_rate must be in (0, 0.5)")
+        if not 0.0 < self.calibrated_share <= 1.0:
+            raise ValueError("calibrated_share must be in (0, 1]")
         if self.warmup < 10 or self.calibration_window < self.warmup:
             raise ValueError("need 10 <= warmup <= calibration_window")
 
@@ -79,7 +84,8 @@ class Policy:
     ) -> None:
         self.config = config
         self.decisive = tuple(decisive)
-        share = config.target_quarantine_rate / max(len(calibrated), 1)
+        budget = config.target_quarantine_rate * config.calibrated_share
+        share = budget / max(len(calibrated), 1)
         self.quantiles = {
             name: OnlineQuantile(share, config.calibration_window) for name in calibrated
         }

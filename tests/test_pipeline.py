@@ -136,18 +136,26 @@ def test_quarantine_and_dlq_messages_follow_the_contract():
     assert "raw_base64" in dlq  # not UTF-8: the exact bytes are kept too
 
 
-def test_default_pipeline_quarantines_near_the_target_rate_on_benign_traffic():
-    settings = load_settings(overrides={"policy": {"warmup": 500, "target_quarantine_rate": 0.01}})
+def test_default_pipeline_stays_within_its_quarantine_budget_on_benign_traffic():
+    """A fresh deployment on defaults: the calibrated detectors spend their share of the
+    budget (they do quarantine outliers), and everything together stays within it. A short
+    calibration window makes 30k events a long run: the threshold has caught up with the
+    forest, which scores everything higher while it is young."""
+    settings = load_settings(overrides={"policy": {"warmup": 500, "calibration_window": 5_000}})
+    budget = settings.policy.target_quarantine_rate
+    calibrated_part = budget * settings.policy.calibrated_share
     pipe = build_pipeline(settings)
     stream = benign_stream(30_000, seed=3)
-    actions = []
+    verdicts = []
     for start in range(0, len(stream), 500):
-        actions += [
-            o.action for o in pipe.process(records(stream[start : start + 500], start)).outcomes
+        verdicts += [
+            o.verdict for o in pipe.process(records(stream[start : start + 500], start)).outcomes
         ]
-    after_warmup = actions[5_000:]
-    rate = sum(a is Action.QUARANTINE for a in after_warmup) / len(after_warmup)
-    assert 0.002 <= rate <= 0.025, rate
+    after_warmup = verdicts[5_000:]
+    quarantined = [v for v in after_warmup if v is not None and v.action is Action.QUARANTINE]
+    by_anomaly = [v for v in quarantined if any(r.detector == "anomaly" for r in v.reasons)]
+    assert len(quarantined) / len(after_warmup) <= budget
+    assert 0.5 * calibrated_part <= len(by_anomaly) / len(after_warmup) <= 2 * calibrated_part
 
 
 def test_same_ticks_give_same_verdicts():
