@@ -118,6 +118,15 @@ def parse_event(
     """Validate one raw message value; never raises."""
     if raw is None:
         return InvalidEvent("message has no value (null)", "empty")
+    try:  # the common case in one pass through pydantic-core's own JSON parser
+        event = FeedbackEvent.model_validate_json(raw)
+    except (ValidationError, ValueError, TypeError, RecursionError):
+        return _parse_slowly(raw, scale)
+    return _in_scale(event, scale)
+
+
+def _parse_slowly(raw: bytes, scale: RatingScale) -> FeedbackEvent | InvalidEvent:
+    """Tell apart what is wrong (bad JSON, not an object, the contract) for the DLQ."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -131,10 +140,12 @@ def parse_event(
         return InvalidEvent(_describe(exc), "contract", event_id)
     except (ValueError, TypeError, RecursionError) as exc:  # pragma: no cover - defensive
         return InvalidEvent(f"invalid event: {exc}", "contract", event_id)
+    return _in_scale(event, scale)
+
+
+def _in_scale(event: FeedbackEvent, scale: RatingScale) -> FeedbackEvent | InvalidEvent:
     problem = scale.check(event)
-    if problem:
-        return InvalidEvent(problem, "range", event.event_id)
-    return event
+    return InvalidEvent(problem, "range", event.event_id) if problem else event
 
 
 def _describe(exc: ValidationError) -> str:

@@ -146,3 +146,28 @@ def test_arbitrary_objects_never_raise(obj):
     assert isinstance(result, FeedbackEvent | InvalidEvent)
     if isinstance(result, FeedbackEvent):
         assert math.isfinite(result.ts)
+
+
+VALID = {
+    "event_id": "e1",
+    "ts": 1_700_000_000.0,
+    "kind": "rating",
+    "account_id": "a1",
+    "item_id": "i1",
+    "rating": 4,
+}
+edge_values = json_values | st.floats() | st.integers(min_value=-(2**70), max_value=2**70)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(VALID) + ["text", "label", "ip"]), edge_values))
+def test_fast_json_path_accepts_exactly_what_the_careful_path_accepts(changes):
+    """parse_event validates straight from JSON and only falls back to orjson + dict to
+    explain a failure; both must agree on every event, near-valid ones included."""
+    from streamguard.events import _parse_slowly
+
+    value = json.dumps({**VALID, **changes}).encode()  # may hold Infinity, NaN, big ints
+    fast, careful = parse_event(value), _parse_slowly(value, RatingScale())
+    assert type(fast) is type(careful)
+    if isinstance(fast, FeedbackEvent):
+        assert fast.model_dump() == careful.model_dump()  # type: ignore[union-attr]
