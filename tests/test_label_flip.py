@@ -201,3 +201,67 @@ def test_a_flag_reaches_back_to_texts_from_before_the_model_was_warm() -> None:
     }
     assert early_flagged, "the test needs ring texts from before the model judged anything"
     assert early_flagged <= removed(result, events)
+
+
+def test_rehearsal_warms_a_young_model_and_counts_only_fresh_texts() -> None:
+    rng = np.random.default_rng(7)
+    texts = [snippet(rng, bool(i % 3)) for i in range(900)]
+    cls = np.array([1 if i % 3 else 0 for i in range(900)])
+    feats, doc, _ = doc_features(tokenize_texts(texts))
+    plain, rehearsing = TextModel(bits=16), TextModel(bits=16, rehearse=200)
+    for start in range(0, 100, 50):  # a young model: 100 texts in ticks of 50
+        sel = (doc >= start) & (doc < start + 50)
+        for model in (plain, rehearsing):
+            model.learn("s", [0, 1], feats[sel], doc[sel] - start, cls[start : start + 50])
+    held_out = doc >= 600
+    truth = cls[600:]
+
+    def log_loss(model: TextModel) -> float:
+        p = model.proba("s", [0, 1], feats[held_out], doc[held_out] - 600, 300)
+        return float(-np.mean(np.log(p[np.arange(300), truth])))
+
+    assert log_loss(rehearsing) < 0.8 * log_loss(plain)
+    assert rehearsing.seen["s"] == plain.seen["s"] == 100, "rehearsed texts are not new texts"
+    assert np.array_equal(rehearsing._n["s"], plain._n["s"])
+    sel = (doc >= 300) & (doc < 450)
+    rehearsing.learn("s", [0, 1], feats[sel], doc[sel] - 300, cls[300:450])
+    assert "s" not in rehearsing._memory, "a warm model keeps no texts"
+    with pytest.raises(ValueError):
+        TextModel(rehearse=-1)
+
+
+def linked_stream(shared_ip: bool) -> tuple[list[FeedbackEvent], set[str]]:
+    """A quiet ring member that flips one text in five, then a loud one on its IP."""
+    rng = np.random.default_rng(11)
+    events = with_noise(labelled_stream(2500, 11), 0.03, 11)
+    poisoned: set[str] = set()
+    for who, first, count, flips in (("quiet", 800, 20, 5), ("loud", 1700, 15, 1)):
+        for k in range(count):
+            positive = bool(rng.random() < 0.7)
+            said = positive ^ (k % flips == 0 or flips == 1)
+            e = event(
+                600_000 + first + k,
+                account_id=who,
+                ip="198.51.100.4" if shared_ip or who == "loud" else "198.51.100.99",
+                text=snippet(rng, positive),
+                label="positive" if said else "negative",
+                ts=events[first + 30 * k].ts + 1.0,
+            )
+            events.append(e)
+            poisoned.add(e.event_id)
+    events.sort(key=lambda e: e.ts)
+    return events, poisoned
+
+
+def test_an_account_met_before_its_ring_was_found_joins_it_through_a_shared_ip() -> None:
+    alone = run(LabelFlipDetector(), linked_stream(shared_ip=False)[0], 100)
+    assert {f.account_id for f, _ in alone["flags"]} == {"loud"}, "too sparse to flag alone"
+    events, poisoned = linked_stream(shared_ip=True)
+    result = run(LabelFlipDetector(), events, 100)
+    flags = {f.account_id: f for f, _ in result["flags"]}
+    assert set(flags) == {"loud", "quiet"}
+    assert flags["quiet"].campaign_id == flags["loud"].campaign_id
+    out = removed(result, events)
+    quiet = {e.event_id for e in events if e.account_id == "quiet"}
+    assert quiet <= out, "its releases are revoked when the ring is found"
+    assert not (out - poisoned)

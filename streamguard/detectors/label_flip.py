@@ -11,6 +11,12 @@ How. A :class:`~streamguard.detectors.text_model.TextModel` (one per label group
 :class:`~streamguard.text.LabelSpace`) learns once per tick from kept events only, so
 flipped labels that are caught never teach it.
 
+The model rehearses its first ``REHEARSE_WARMUPS * warmup`` texts (see
+:class:`~streamguard.detectors.text_model.TextModel`): a ring that starts with the stream
+meets a model that is still learning, and every text judged by a weak model is evidence
+lost. (Judging the texts of the cold period later does not work: by then the model has
+learned them, flipped labels included, and they read as agreements.)
+
 A labelled text is *judged* when its group's model is warm; it *contradicts* when the
 model gives its label less than ``1 - confidence``. Each account keeps a CUSUM-style
 sequential test on its judged texts: a contradiction adds ``log(p1/p0)``, an agreement
@@ -23,13 +29,16 @@ ratings are not evidence of flipping and pass), and the pipeline revokes its rel
 from ``member_days`` before its first judged text (what it sent before the model was warm
 enough to judge it), as far back as the pipeline's revocation window reaches. A *ring*
 is the accounts flagged while sharing an IP address or a device; an account that shares
-one with a flagged account needs only ``ring_threshold`` nats.
+one with a flagged account needs only ``ring_threshold`` nats, and from the likelihood
+ratio of its whole record (its contradiction rate against ``p0``) rather than from the
+sequential test: an account met before the ring was found is looked at again when it is.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -46,6 +55,7 @@ from streamguard.text import (
 )
 
 DAY = 86400.0
+REHEARSE_WARMUPS = 10  # the model rehearses until it has learned this many warmups of texts
 
 
 class LabelFlipSettings(LabelledTextSettings):
@@ -72,7 +82,17 @@ class LabelFlipSettings(LabelledTextSettings):
 class _Account:
     """An account's sequential test on its judged labels."""
 
-    __slots__ = ("llr", "judged", "contra", "first_ts", "last_ts", "ip", "device", "ring", "until")
+    __slots__ = (
+        "llr",
+        "judged",
+        "contra",
+        "first_ts",
+        "last_ts",
+        "ip",
+        "device",
+        "ring",
+        "until",
+    )
 
     def __init__(self, ts: float) -> None:
         self.llr = 0.0
@@ -118,6 +138,7 @@ class _Tick:
     accounts: dict[str, _Account] = field(default_factory=dict)
     rings: dict[str, _Ring] = field(default_factory=dict)
     shared: dict[str, str] = field(default_factory=dict)  # "ip:x"/"dev:y" -> ring id
+    sharers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "ip:x" -> accounts
     proba: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     next_id: int = 0
 
@@ -142,14 +163,20 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
             raise ValueError("need min_p0 <= max_p0 < flip_rate")
 
         self._space = LabelSpace(32, self.positive_rating, self.negative_rating, c.aliases)
-        self._model = TextModel(c.bits, c.lr)
+        self._model = TextModel(c.bits, c.lr, rehearse=REHEARSE_WARMUPS * c.warmup)
         self._accounts: LRUTable[_Account] = LRUTable(c.max_accounts)
         self._shared: LRUTable[str] = LRUTable(c.max_shared)
+        self._sharers: LRUTable[tuple[str, ...]] = LRUTable(c.max_shared)
         self._rings: dict[str, _Ring] = {}
         self._judged = 0.0  # decayed counts of kept judged texts, and of their contradictions
         self._contra = 0.0
         self._next_id = 1
         self._watermark = -math.inf
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Checkpoints from before ring links load with no account remembered per IP."""
+        self._sharers = LRUTable(state["cfg"].max_shared)
+        self.__dict__.update(state)
 
     @property
     def p0(self) -> float:
@@ -218,26 +245,19 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
         """
         events = tick.batch.events
         text_at = {int(r): j for j, r in enumerate(tick.rows.tolist())}
-        up = math.log(self.cfg.flip_rate / self.p0)
-        down = math.log((1.0 - self.cfg.flip_rate) / (1.0 - self.p0))
         keep_out = self.cfg.threshold - self.cfg.hysteresis
         flagged_at: dict[str, int] = {}
         for i, event in enumerate(events):
             j = text_at.get(i)
             if j is not None and tick.judged[j]:
-                acc = self._touch(tick, event.account_id, event.ts)
-                acc.last_ts = max(acc.last_ts, event.ts)
-                acc.ip = event.ip or acc.ip
-                acc.device = event.device_id or acc.device
-                acc.judged += 1
-                if tick.contra[j]:
-                    acc.contra += 1
-                acc.llr = max(acc.llr + (up if tick.contra[j] else down), self.cfg.floor)
+                acc = self._observe(
+                    tick, event.account_id, event.ts, event.ip, event.device_id, tick.contra[j]
+                )
                 if acc.ring is None:
                     ring = self._decide(tick, acc)
                     if ring is not None:
-                        self._flag(tick, i, event.account_id, acc, ring)
-                        flagged_at[event.account_id] = i
+                        for account in self._flag(tick, i, event.account_id, acc, ring, event.ts):
+                            flagged_at.setdefault(account, i)
                         continue
                     if tick.contra[j]:
                         rank = 0.45 * min(1.0, max(acc.llr, 0.0) / self.cfg.threshold)
@@ -258,6 +278,40 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
                 if event.ts >= acc.first_ts:
                     self._mark(tick, i, acc, 0.9)
 
+    def _observe(
+        self,
+        tick: _Tick,
+        account: str,
+        ts: float,
+        ip: str | None,
+        device: str | None,
+        contradicts: bool,
+    ) -> _Account:
+        """One judged text of ``account`` into its sequential test."""
+        acc = self._touch(tick, account, ts)
+        acc.last_ts = max(acc.last_ts, ts)
+        acc.ip = ip or acc.ip
+        acc.device = device or acc.device
+        acc.judged += 1
+        if contradicts:
+            acc.contra += 1
+        p0 = self.p0
+        step = (
+            math.log(self.cfg.flip_rate / p0)
+            if contradicts
+            else math.log((1.0 - self.cfg.flip_rate) / (1.0 - p0))
+        )
+        acc.llr = max(acc.llr + step, self.cfg.floor)
+        for key in _shared_keys(acc):
+            sharers = self._sharers_of(tick, key)
+            if account not in sharers:
+                tick.sharers[key] = (*sharers[1 - SHARERS :], account)
+        return acc
+
+    def _sharers_of(self, tick: _Tick, key: str) -> tuple[str, ...]:
+        found = tick.sharers.get(key)
+        return found if found is not None else self._sharers._data.get(key, ())
+
     def _decide(self, tick: _Tick, acc: _Account) -> str | None:
         """The ring this account is flagged into (a new id if alone), or None."""
         if acc.contra < self.cfg.min_flips and acc.llr < self.cfg.threshold:
@@ -265,24 +319,36 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
         near = self._near_ring(tick, acc)
         if acc.llr >= self.cfg.threshold and acc.contra >= self.cfg.min_flips:
             return near or f"flip-{tick.next_id}"
-        if near is not None and acc.llr >= self.cfg.ring_threshold and acc.contra >= 2:
+        if near is not None and self._joins_ring(acc):
             return near
         return None
 
+    def _joins_ring(self, acc: _Account) -> bool:
+        """Enough evidence for an account linked to a ring (not enough on its own).
+
+        The whole-history likelihood ratio of its contradiction rate against ``p0``, not
+        the sequential test: a ring member met before its ring was found may have flipped
+        too sparsely for the test, whose floor forgets, but its record still counts.
+        """
+        return (
+            acc.contra >= 2 and rate_llr(acc.contra, acc.judged, self.p0) >= self.cfg.ring_threshold
+        )
+
     def _near_ring(self, tick: _Tick, acc: _Account) -> str | None:
-        for key in (
-            f"ip:{acc.ip}" if acc.ip else None,
-            f"dev:{acc.device}" if acc.device else None,
-        ):
-            if key is None:
-                continue
+        for key in _shared_keys(acc):
             ring = tick.shared.get(key) or self._shared._data.get(key)
             if ring is not None:
                 return ring
         return None
 
-    def _flag(self, tick: _Tick, i: int, account: str, acc: _Account, ring_id: str) -> None:
-        ts = tick.batch.events[i].ts
+    def _flag(
+        self, tick: _Tick, i: int | None, account: str, acc: _Account, ring_id: str, ts: float
+    ) -> list[str]:
+        """Flag ``account`` into the ring, then the accounts it shares an IP or device with
+        that have enough evidence to join it (:meth:`_joins_ring`); returns all flagged.
+
+        ``i``: the event that decided, quarantined with the finding (None: a linked account).
+        """
         ring = tick.rings.get(ring_id)
         if ring is None:
             base = self._rings.get(ring_id)
@@ -294,28 +360,35 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
         ring.last_ts = max(ring.last_ts, ts)
         acc.ring = ring_id
         acc.until = ts + self.cfg.member_days * DAY
-        for key in (
-            f"ip:{acc.ip}" if acc.ip else None,
-            f"dev:{acc.device}" if acc.device else None,
-        ):
-            if key is not None:
-                tick.shared[key] = ring_id
-        self._mark(tick, i, acc, 1.0)
-        detail = tick.scores.details[i] or ""
+        if i is not None:
+            self._mark(tick, i, acc, 1.0)
+        detail = (tick.scores.details[i] if i is not None else None) or self._detail(acc)
         since = acc.first_ts - self.cfg.member_days * DAY  # its texts before the model judged
         tick.scores.flagged_accounts.append(Flag(account, ring_id, detail, 1.0, since))
+        flagged = [account]
+        for key in _shared_keys(acc):
+            tick.shared[key] = ring_id
+            for other in self._sharers_of(tick, key):
+                view = self._view(tick, other)
+                if view is not None and view.ring is None and self._joins_ring(view):
+                    linked = self._touch(tick, other, ts)
+                    flagged += self._flag(tick, None, other, linked, ring_id, ts)
+        return flagged
 
     def _mark(self, tick: _Tick, i: int, acc: _Account, score: float) -> None:
         ring = tick.rings.get(acc.ring or "") or self._rings.get(acc.ring or "")
         size = len(ring.members) if ring is not None else 1
         who = f"ring {acc.ring} ({size} accounts)" if size > 1 else f"case {acc.ring}"
         tick.scores.scores[i] = max(tick.scores.scores[i], score)
-        tick.scores.details[i] = (
-            f"account labels against the content: {acc.contra} of its {acc.judged} judged "
-            f"labels contradict what the text says (honest rate ~{self.p0:.0%}); {who}"
-        )
+        tick.scores.details[i] = f"{self._detail(acc)}; {who}"
         assert tick.scores.campaign_ids is not None
         tick.scores.campaign_ids[i] = acc.ring
+
+    def _detail(self, acc: _Account) -> str:
+        return (
+            f"account labels against the content: {acc.contra} of its {acc.judged} judged "
+            f"labels contradict what the text says (honest rate ~{self.p0:.0%})"
+        )
 
     def _view(self, tick: _Tick, account: str) -> _Account | None:
         acc = tick.accounts.get(account)
@@ -339,6 +412,8 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
             self._rings[ring_id] = ring
         for key, ring_id in tick.shared.items():
             self._shared.put(key, ring_id)
+        for key, accounts in tick.sharers.items():
+            self._sharers.put(key, accounts)
         self._next_id = tick.next_id
         self._space.register(tick.keys)
         cls = self._space.classes(tick.keys)
@@ -368,3 +443,28 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
         self._accounts.expire(lambda a: a.last_ts < horizon and a.until < self._watermark)
         for ring_id in [r.id for r in self._rings.values() if r.last_ts < horizon]:
             del self._rings[ring_id]
+
+
+SHARERS = 8  # accounts remembered per IP address or device, the latest
+
+
+def _shared_keys(acc: _Account) -> list[str]:
+    """The keys an account shares with others: its IP address and its device."""
+    keys = [f"ip:{acc.ip}"] if acc.ip else []
+    return keys + ([f"dev:{acc.device}"] if acc.device else [])
+
+
+def rate_llr(k: int, n: int, p0: float) -> float:
+    """Log-likelihood ratio of ``k`` contradictions in ``n`` texts at their own rate vs ``p0``.
+
+    Zero unless the rate is above ``p0`` (one-sided: agreeing more than honest users do
+    is no evidence of anything).
+
+    >>> round(rate_llr(6, 24, 0.05), 2), rate_llr(1, 24, 0.05)
+    (5.4, 0.0)
+    """
+    if n == 0 or k <= n * p0:
+        return 0.0
+    rate = k / n
+    kept = (n - k) * math.log((1.0 - rate) / (1.0 - p0)) if k < n else 0.0
+    return k * math.log(rate / p0) + kept

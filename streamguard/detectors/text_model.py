@@ -24,6 +24,12 @@ class TextModel:
     short texts are judged on one scale. ``2**bits`` weight rows per group, at most
     ``max_classes`` columns (the group's first classes); AdaGrad steps of ``lr``.
 
+    ``rehearse``: while a group has learned fewer texts than this, every step is followed
+    by one over as many texts drawn again from those it learned before. One pass over a
+    few hundred short texts leaves a young model far from what they can teach it, and the
+    detectors judge with the young model; rehearsal makes it warm sooner. The texts are
+    kept only until then, so memory stays bounded by ``rehearse`` texts per group.
+
     >>> import numpy as np
     >>> model = TextModel(bits=10)
     >>> feats = np.array([1, 2, 3, 4], dtype=np.uint64) << np.uint64(54)
@@ -42,16 +48,19 @@ class TextModel:
         max_classes: int = 4,
         balanced: bool = True,
         step: int = 128,
+        rehearse: int = 0,
     ) -> None:
         if not 8 <= bits <= 24:
             raise ValueError(f"bits must be in 8..24, got {bits}")
-        if lr <= 0 or max_classes < 2 or step < 1:
-            raise ValueError("need lr > 0, max_classes >= 2 and step >= 1")
+        if lr <= 0 or max_classes < 2 or step < 1 or rehearse < 0:
+            raise ValueError("need lr > 0, max_classes >= 2, step >= 1 and rehearse >= 0")
         self.bits = bits
         self.lr = lr
         self.max_classes = max_classes
         self.balanced = balanced
         self.step = step
+        self.rehearse = rehearse
+        self._memory: dict[str, list[tuple[np.ndarray, int]]] = {}  # group -> (grams, class)
         self._counts: dict[str, np.ndarray] = {}
         self._n: dict[str, np.ndarray] = {}  # texts learned per weight row
         self._w: dict[str, np.ndarray] = {}
@@ -59,6 +68,12 @@ class TextModel:
         self._b: dict[str, np.ndarray] = {}
         self._gb: dict[str, np.ndarray] = {}
         self.seen: dict[str, int] = {}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Checkpoints from before rehearsal load as models that do not rehearse."""
+        self.rehearse = 0
+        self._memory = {}
+        self.__dict__.update(state)
 
     def _rows(self, feats: np.ndarray) -> np.ndarray:
         return (feats >> U64(64 - self.bits)).astype(np.int64)
@@ -157,16 +172,53 @@ class TextModel:
         if already computed with the current weights, to save the first pass. Texts whose
         class is not among the group's first ``max_classes`` are skipped.
         """
+        young = self.seen.get(group, 0) < self.rehearse
+        self._steps(group, members, feats, doc, cls, proba, fresh=True)
+        if young:
+            self._rehearse(group, members, feats, doc, cls)
+
+    def _steps(
+        self,
+        group: str,
+        members: Sequence[int],
+        feats: np.ndarray,
+        doc: np.ndarray,
+        cls: np.ndarray,
+        proba: np.ndarray | None,
+        fresh: bool,
+    ) -> None:
         m = len(cls)
-        if m <= self.step:
-            self._step(group, members, feats, doc, cls, proba)
-            return
         bounds = np.searchsorted(doc, np.arange(0, m + self.step, self.step))
         for n, start in enumerate(range(0, m, self.step)):
             lo, hi = bounds[n], bounds[n + 1]
             part = cls[start : start + self.step]
             p = proba[start : start + self.step] if proba is not None and n == 0 else None
-            self._step(group, members, feats[lo:hi], doc[lo:hi] - start, part, p)
+            self._step(group, members, feats[lo:hi], doc[lo:hi] - start, part, p, fresh)
+
+    def _rehearse(
+        self,
+        group: str,
+        members: Sequence[int],
+        feats: np.ndarray,
+        doc: np.ndarray,
+        cls: np.ndarray,
+    ) -> None:
+        """Learn again as many texts as were just learned, drawn from the earlier ones."""
+        memory = self._memory.setdefault(group, [])
+        if memory:
+            rng = np.random.default_rng(len(memory))  # reproducible: same state, same draw
+            picked = np.sort(rng.choice(len(memory), min(len(memory), len(cls)), replace=False))
+            grams = [memory[i][0] for i in picked.tolist()]
+            again = np.repeat(np.arange(len(grams)), [len(g) for g in grams])
+            labels = np.array([memory[i][1] for i in picked.tolist()], dtype=np.int64)
+            self._steps(group, members, np.concatenate(grams), again, labels, None, fresh=False)
+        if self.seen.get(group, 0) >= self.rehearse:
+            del self._memory[group]  # warm: the texts are no longer needed
+            return
+        bounds = np.searchsorted(doc, np.arange(len(cls) + 1))
+        memory.extend(
+            (feats[bounds[j] : bounds[j + 1]].copy(), int(c)) for j, c in enumerate(cls.tolist())
+        )
 
     def _step(
         self,
@@ -176,7 +228,9 @@ class TextModel:
         doc: np.ndarray,
         cls: np.ndarray,
         proba: np.ndarray | None,
+        fresh: bool = True,
     ) -> None:
+        """One AdaGrad step; ``fresh`` false for rehearsed texts, which count nowhere."""
         k = min(len(members), self.max_classes)
         col = {c: i for i, c in enumerate(members[:k])}
         target = np.fromiter((col.get(int(c), -1) for c in cls), np.int64, len(cls))
@@ -200,16 +254,16 @@ class TextModel:
             # Weight each class by the inverse of its share so far: the model judges
             # content, not how common a label is (a rare class must still be recognised).
             counts = self._counts.setdefault(group, np.zeros(self.max_classes))
-            counts[:k] += np.bincount(target[ok], minlength=k)
+            if fresh:
+                counts[:k] += np.bincount(target[ok], minlength=k)
             share = counts[:k] / counts[:k].sum()
             weight = np.where(ok, 1.0 / (k * np.maximum(share[np.maximum(target, 0)], 0.02)), 0.0)
             grad *= weight[:, None]
         counts = np.bincount(doc, minlength=m)
         scale = 1.0 / np.sqrt(np.maximum(counts, 1))
         rows = self._rows(feats)
-        np.add.at(
-            self._n[group], rows, np.ones(len(rows), dtype=np.int32)
-        )  # not a scalar: 25x faster
+        if fresh:  # not a scalar: 25x faster
+            np.add.at(self._n[group], rows, np.ones(len(rows), dtype=np.int32))
         # AdaGrad per occurrence (a row repeated within a tick takes one step per text):
         # flat indices over the first k columns avoid a sort for summing duplicates.
         cols = self.max_classes
@@ -221,7 +275,8 @@ class TextModel:
         gb = grad.sum(axis=0)
         self._gb[group][:k] += gb**2
         self._b[group][:k] -= self.lr * gb / np.sqrt(self._gb[group][:k])
-        self.seen[group] = self.seen.get(group, 0) + int(ok.sum())
+        if fresh:
+            self.seen[group] = self.seen.get(group, 0) + int(ok.sum())
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
