@@ -114,15 +114,28 @@ class ReleaseLog:
         self.table.expire(lambda held: held[0] < horizon)
 
     def take(
-        self, account_id: str, since_ts: float, now: float
+        self,
+        account_id: str,
+        since_ts: float,
+        now: float,
+        kinds: frozenset[str] | None = None,
     ) -> list[tuple[FeedbackEvent, bytes]]:
-        """Remove and return the account's releases since ``since_ts`` within the window."""
+        """Remove and return the account's releases since ``since_ts`` within the window
+        (of ``kinds`` only, when given: the others stay revocable)."""
         held = self.table.pop(account_id)
         if held is None:
             return []
         horizon = max(since_ts, now - self.window_seconds)
-        released = ((FeedbackEvent.model_validate_json(v), v) for v in held[1])
-        return [(event, value) for event, value in released if event.ts >= horizon]
+        taken, kept = [], []
+        for value in held[1]:
+            event = FeedbackEvent.model_validate_json(value)
+            if kinds is not None and event.kind not in kinds:
+                kept.append(value)
+            elif event.ts >= horizon:
+                taken.append((event, value))
+        if kept:
+            self.table.put(account_id, (held[0], tuple(kept)))
+        return taken
 
 
 class Pipeline:
@@ -241,7 +254,7 @@ class Pipeline:
         for name, flag in flags:
             reason = Reason(name, flag.score, f"retroactive: {flag.detail}", None, flag.campaign_id)
             verdict = Verdict(Action.QUARANTINE, flag.score, (reason,), retroactive=True)
-            for event, value in self.releases.take(flag.account_id, flag.since_ts, now):
+            for event, value in self.releases.take(flag.account_id, flag.since_ts, now, flag.kinds):
                 revocations.append(
                     Revocation(
                         event.event_id, flag.account_id, event.item_id, event.ts, value, verdict

@@ -109,6 +109,18 @@ def test_flagged_account_revokes_its_earlier_clean_releases():
     assert {r.event_id for r in third.revocations} <= {"e3"}
 
 
+def test_a_flag_for_some_kinds_revokes_only_those_and_keeps_the_rest_revocable():
+    log = ReleaseLog(max_accounts=10, per_account=8, window_seconds=1e9)
+    kinds = ["rating", "label", "rating", "label"]
+    for i, kind in enumerate(kinds):
+        extra = {"label": "positive", "text": "fine"} if kind == "label" else {}
+        raw = event(i, account_id="a", ts=T0 + i, kind=kind, **extra)
+        log.record(FeedbackEvent.model_validate(raw), orjson.dumps(raw))
+    labels = log.take("a", 0.0, T0 + 9, frozenset({"label"}))
+    assert [e.event_id for e, _ in labels] == ["e1", "e3"]
+    assert [e.event_id for e, _ in log.take("a", 0.0, T0 + 9)] == ["e0", "e2"]
+
+
 def test_duplicate_detector_names_are_refused():
     with pytest.raises(ValueError, match="unique"):
         pipeline_with(Scripted("x"), Scripted("x"))

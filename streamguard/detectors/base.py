@@ -66,6 +66,9 @@ class Flag:
     detail: str
     score: float = 1.0
     since_ts: float = float("-inf")
+    # Only releases of these event kinds are revoked (None: every kind), for a finding
+    # that says nothing about the account's other kinds of feedback.
+    kinds: frozenset[str] | None = None
 
 
 @dataclass(slots=True)

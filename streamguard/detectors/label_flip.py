@@ -24,14 +24,15 @@ adds ``log((1-p1)/(1-p0))`` (floored at ``floor`` so a long honest past cannot h
 later switch), where ``p0`` is the benign contradiction rate (learned online from kept
 events, bounded below by ``min_p0``) and ``p1 = flip_rate``. When it passes
 ``threshold`` nats with at least ``min_flips`` contradictions, the account is flagged:
-its later label, vote and review events are quarantined for ``member_days`` (its
-ratings are not evidence of flipping and pass), and the pipeline revokes its releases
-from ``member_days`` before its first judged text (what it sent before the model was warm
-enough to judge it), as far back as the pipeline's revocation window reaches. A *ring*
-is the accounts flagged while sharing an IP address or a device; an account that shares
-one with a flagged account needs only ``ring_threshold`` nats, and from the likelihood
-ratio of its whole record (its contradiction rate against ``p0``) rather than from the
-sequential test: an account met before the ring was found is looked at again when it is.
+its later label, vote and review events are quarantined for ``member_days`` (its ratings
+are not evidence of flipping and pass), and the pipeline revokes its released labels,
+votes and reviews (not its ratings) from ``member_days`` before its first judged text
+(what it sent before the model was warm enough to judge it), as far back as the
+pipeline's revocation window reaches. A *ring* is the accounts flagged while sharing an
+IP address or a device; an account that shares one with a flagged account needs only
+``ring_threshold`` nats, and from the likelihood ratio of its whole record (its
+contradiction rate against ``p0``) rather than from the sequential test: an account met
+before the ring was found is looked at again when it is.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ from streamguard.text import (
 
 DAY = 86400.0
 REHEARSE_WARMUPS = 10  # the model rehearses until it has learned this many warmups of texts
+
+# What a flag holds and revokes: feedback with a label to flip. Ratings pass.
+FLIPPABLE = frozenset({"label", "vote", "review"})
 
 
 class LabelFlipSettings(LabelledTextSettings):
@@ -264,7 +268,7 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
                         tick.scores.scores[i] = max(tick.scores.scores[i], rank)
             view = self._view(tick, event.account_id)
             if (
-                event.kind != "rating"  # a flagged account's labels, not its ratings
+                event.kind in FLIPPABLE  # a flagged account's labels, not its ratings
                 and view is not None
                 and view.ring is not None
                 and view.until >= event.ts
@@ -273,7 +277,12 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
                 self._mark(tick, i, view, 0.9)
         for i, event in enumerate(events):  # events of this tick before the finding
             at = flagged_at.get(event.account_id)
-            if at is not None and i < at and event.kind != "rating" and tick.scores.scores[i] < 0.5:
+            if (
+                at is not None
+                and i < at
+                and event.kind in FLIPPABLE
+                and tick.scores.scores[i] < 0.5
+            ):
                 acc = tick.accounts[event.account_id]
                 if event.ts >= acc.first_ts:
                     self._mark(tick, i, acc, 0.9)
@@ -364,7 +373,7 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
             self._mark(tick, i, acc, 1.0)
         detail = (tick.scores.details[i] if i is not None else None) or self._detail(acc)
         since = acc.first_ts - self.cfg.member_days * DAY  # its texts before the model judged
-        tick.scores.flagged_accounts.append(Flag(account, ring_id, detail, 1.0, since))
+        tick.scores.flagged_accounts.append(Flag(account, ring_id, detail, 1.0, since, FLIPPABLE))
         flagged = [account]
         for key in _shared_keys(acc):
             tick.shared[key] = ring_id
