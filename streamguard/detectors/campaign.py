@@ -70,7 +70,9 @@ import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -153,13 +155,20 @@ class _Account:
         self.device = 0
         self.campaign = ""  # the campaign it was found in, if any (kept after it closes)
 
-    def snapshot(self) -> tuple[Any, ...]:
-        return (self.last_ts, self.last_clock, self.n, self.sitting_ts, self.before,
-                self.created, self.ip, self.device)  # fmt: skip
+    def save(self, log: list[Any]) -> None:
+        """Append what a tick may change to the tick's undo log: one flat list rather than
+        a tuple per account, so fewer objects for the garbage collector to track."""
+        log += _saved_account_fields(self)
 
-    def restore(self, snap: tuple[Any, ...]) -> None:
-        (self.last_ts, self.last_clock, self.n, self.sitting_ts, self.before, self.created,
-         self.ip, self.device) = snap  # fmt: skip
+    def restore(self, saved: Iterator[Any]) -> None:
+        """Read back what :meth:`save` appended."""
+        for name in _SAVED_ACCOUNT_FIELDS:
+            setattr(self, name, next(saved))
+
+
+_SAVED_ACCOUNT_FIELDS = ("last_ts", "last_clock", "n", "sitting_ts", "before", "created", "ip",
+                         "device")  # fmt: skip
+_saved_account_fields = attrgetter(*_SAVED_ACCOUNT_FIELDS)
 
 
 class _Item:
@@ -170,8 +179,9 @@ class _Item:
 
     def __init__(self, clock: int, ts: float) -> None:
         self.clock = array("q")  # stream clocks of the last ``ring_size`` rated events
-        self.high = SideGroup()
-        self.low = SideGroup()
+        # The groups at each extreme, made on use (many items never get a 1).
+        self.high: SideGroup | None = None
+        self.low: SideGroup | None = None
         # Ratings one step off an extreme (a sloppy fake's 4 or 2), side in the flag's bit 1:
         # never evidence, but the accounts join a campaign opened on the item. Made on use.
         self.near: SideGroup | None = None
@@ -186,17 +196,36 @@ class _Item:
         self.last_ts = ts
         self.last_clock = clock
 
-    def snapshot(self) -> tuple[Any, ...]:
-        near = len(self.near) if self.near is not None else 0
-        return len(self.clock), len(self.high), len(self.low), near, self.last_ts, self.last_clock
+    def groups(self) -> tuple[SideGroup | None, SideGroup | None, SideGroup | None]:
+        return self.high, self.low, self.near
 
-    def restore(self, snap: tuple[Any, ...]) -> None:
-        n, high, low, near, self.last_ts, self.last_clock = snap
-        del self.clock[n:]
-        self.high.truncate(high)
-        self.low.truncate(low)
-        if self.near is not None:
-            self.near.truncate(near)
+    def group(self, side: int) -> SideGroup:
+        """The group at this extreme, made on first use."""
+        if side == HIGH:
+            if self.high is None:
+                self.high = SideGroup()
+            return self.high
+        if self.low is None:
+            self.low = SideGroup()
+        return self.low
+
+    def save(self, log: list[Any]) -> None:
+        """Append what a tick may change to a flat undo log (see :meth:`_Account.save`).
+
+        The ring and the groups need no record: a tick only appends to them, so its
+        entries are those after the tick's first clock.
+        """
+        log += (self.last_ts, self.last_clock)
+
+    def restore(self, saved: Iterator[Any], clock: int) -> None:
+        """Read back what :meth:`save` appended; drop entries after stream clock ``clock``
+        (a group made since is left empty)."""
+        del self.clock[bisect_right(self.clock, clock) :]
+        for group in self.groups():
+            if group is not None:
+                group.truncate(bisect_right(group.clock, clock))
+        self.last_ts = next(saved)
+        self.last_clock = next(saved)
 
 
 @dataclass
@@ -213,8 +242,11 @@ class _Tick:
     scores: Scores
     new_accounts: dict[str, _Account] = field(default_factory=dict)
     new_items: dict[str, _Item] = field(default_factory=dict)
-    undo_accounts: dict[str, tuple[_Account, tuple[Any, ...]]] = field(default_factory=dict)
-    undo_items: dict[str, tuple[_Item, tuple[Any, ...]]] = field(default_factory=dict)
+    # Entries changed in place, and their saved fields in order (see _Account.save).
+    undo_accounts: dict[str, _Account] = field(default_factory=dict)
+    undo_items: dict[str, _Item] = field(default_factory=dict)
+    account_log: list[Any] = field(default_factory=list)
+    item_log: list[Any] = field(default_factory=list)
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     members: dict[str, str] = field(default_factory=dict)
     targets: dict[tuple[str, int], str] = field(default_factory=dict)
@@ -401,23 +433,23 @@ class CampaignDetector:
         accounts, new_accounts = self._accounts._data, tick.new_accounts
         items, new_items = self._items._data, tick.new_items
         undo_accounts, undo_items = tick.undo_accounts, tick.undo_items
+        account_log, item_log = tick.account_log, tick.item_log
         clock = tick.clock
         for i, e in enumerate(batch.events):
             ts = times[i]
             account_id = e.account_id
             # The account, changed in place (its undo record kept first) or new.
-            undo = undo_accounts.get(account_id)
-            if undo is not None:
-                acc = undo[0]
-            else:
-                acc = new_accounts.get(account_id)  # type: ignore[assignment]
+            acc = undo_accounts.get(account_id)
+            if acc is None:
+                acc = new_accounts.get(account_id)
                 if acc is None:
                     acc = accounts.get(account_id)  # a read: the LRU touch waits for commit
                     if acc is None:
                         acc = _Account(account_id, ts, clock)
                         new_accounts[account_id] = acc
                     else:
-                        undo_accounts[account_id] = (acc, acc.snapshot())
+                        undo_accounts[account_id] = acc
+                        acc.save(account_log)
             if ts - acc.last_ts > gap:
                 acc.before = acc.n
                 acc.sitting_ts = ts
@@ -460,31 +492,33 @@ class CampaignDetector:
             fresh = ts - created <= fresh_age if created == created else acc.before <= fresh_history
             codes[i] = side | (NEAR if near else 0) | (FRESH if fresh else 0)
             item_id = e.item_id
-            item_undo = undo_items.get(item_id)
-            if item_undo is not None:
-                item = item_undo[0]
-            else:
-                item = new_items.get(item_id)  # type: ignore[assignment]
+            item = undo_items.get(item_id)
+            if item is None:
+                item = new_items.get(item_id)
                 if item is None:
                     item = items.get(item_id)
                     if item is None:
                         item = _Item(clock, ts)
                         new_items[item_id] = item
                     else:
-                        undo_items[item_id] = (item, item.snapshot())
+                        undo_items[item_id] = item
+                        item.save(item_log)
             item.clock.append(clock)
             if ts > item.last_ts:
                 item.last_ts = ts
             item.last_clock = clock
             if side == MIDDLE:
                 continue
-            group = item.high if side == HIGH else item.low
             if not near:
-                group.push(clock, ts, fresh, account_id)
+                group = item.high if side == HIGH else item.low
+                if group is None:
+                    group = item.group(side)
+                group.push(clock, ts, fresh, acc.id)
             else:
-                if item.near is None:
-                    item.near = SideGroup()
-                item.near.push(clock, ts, fresh | (side << 1), account_id)
+                group = item.near
+                if group is None:
+                    group = item.near = SideGroup()
+                group.push(clock, ts, fresh | (side << 1), acc.id)
             if targets or tick_targets:
                 target = tick_targets.get((item_id, side)) or targets.get((item_id, side))
                 camp = self._campaign(tick, target) if target else None
@@ -492,10 +526,12 @@ class CampaignDetector:
                     tick.clock = clock
                     self._grow(tick, i, camp, item_id, item, side, acc, fresh, near, ts, flags)
                     continue
-            if armed and not near and len(group) >= min_accounts:
-                tick.clock = clock
+            if armed and not near and len(group.who) >= min_accounts:
                 first = item.clock[-ring_size] if len(item.clock) >= ring_size else 0
-                self._detect(tick, i, item_id, item, group, side, first, ts, flags)
+                windows = self._gate(item, group, side, first)
+                if windows:
+                    tick.clock = clock
+                    self._detect(tick, i, item_id, item, group, side, first, windows, ts, flags)
         tick.clock = clock
         tick.codes = np.array(codes, dtype=np.int8)
         self._sweep(tick)
@@ -559,9 +595,15 @@ class CampaignDetector:
         return seen > expected + 2.0 * math.sqrt(expected) + 2.0
 
     def _detect(self, tick: _Tick, i: int, item_id: str, item: _Item, group: SideGroup,
-                side: int, first: int, ts: float, flags: dict[str, Flag]) -> None:  # fmt: skip
-        """Is the group of accounts that gave this item this extreme surprising? Open one."""
-        found = self._scan(tick, item, group, side, first)
+                side: int, first: int, windows: list[int], ts: float,
+                flags: dict[str, Flag]) -> None:  # fmt: skip
+        """Is the group of accounts that gave this item this extreme surprising? Open one.
+
+        ``first`` is the stream clock of the oldest rating still in the item's ring (older
+        group entries are out of reach); ``windows`` are the group sizes that passed
+        :meth:`_gate`.
+        """
+        found = self._scan(tick, item, group, side, windows)
         if found is None:
             return
         # Accounts already found in a campaign (open or closed) were dealt with: a group is
@@ -570,7 +612,8 @@ class CampaignDetector:
         known = [k for k, a in enumerate(group.who) if self._known_member(tick, a)]
         if known:
             group = group.without(set(group.who[k] for k in known))
-            found = self._scan(tick, item, group, side, first)
+            windows = self._gate(item, group, side, first)
+            found = self._scan(tick, item, group, side, windows) if windows else None
             if found is None:
                 return
         j, nats, evidence = found
@@ -669,44 +712,54 @@ class CampaignDetector:
                 tick.members[account] = camp.id
                 flags[account] = self._flag(camp, acc, fresh=True, ts=near.ts[k])
 
-    def _scan(self, tick: _Tick, item: _Item, group: SideGroup, side: int,
-              first: int) -> tuple[int, float, dict[str, float]] | None:  # fmt: skip
-        """The widest window of the newest ``j`` distinct accounts that passes, if any.
+    def _gate(self, item: _Item, group: SideGroup, side: int, first: int) -> list[int]:
+        """The group sizes worth a closer look: a gate before the real work of :meth:`_scan`
+        (most groups, on busy items, fail it; tracing sees only those that pass).
 
-        ``first`` is the stream clock of the oldest rating still in the item's ring: older
-        group entries are out of reach.
+        No window can be concentrated beyond its item's share (undecayed counts give a
+        lower bound of the share: decay pulls it to the ceiling). New accounts' ratings in
+        the group, learned while nobody suspected them, are not the item's history (see
+        :meth:`_scan`): at most all reachable ones come off both counts.
         """
-        size = len(group) - bisect_left(group.clock, first)
-        if size < self.min_accounts:
-            return None
-        g_side = max(self._g_side[side], 1e-4)
-        ceiling = min(0.95, math.sqrt(g_side))  # natural share at one extreme, when unknown
-        # A gate before the real work: no window can be concentrated beyond its item's share
-        # (undecayed counts give a lower bound of the share: decay pulls it to the ceiling).
-        # New accounts' ratings in the group, learned while nobody suspected them, are not
-        # the item's history (see below): at most all reachable ones come off both counts.
-        learned_group = bisect_right(group.clock, self._clock)  # entries already learned
-        fresh = group.fresh
-        own = sum(fresh[len(group) - size : learned_group])
+        end = len(group.who)
+        group_clocks = group.clock
+        size = end - bisect_left(group_clocks, first)
+        min_accounts = self.min_accounts
+        if size < min_accounts:
+            return []
+        ceiling = min(0.95, math.sqrt(max(self._g_side[side], 1e-4)))
+        learned_group = bisect_right(group_clocks, self._clock)  # entries already learned
+        own = group.fresh.count(1, end - size, learned_group)
         raw_side = max((item.c_high if side == HIGH else item.c_low) - own, 0.0)
         raw = (raw_side + 10.0 * ceiling) / (max(item.c_all - own, raw_side) + 10.0)
         raw_established = ((item.e_high if side == HIGH else item.e_low) + 10.0 * ceiling) / (
             item.e_all + 10.0
         )
         low_share = min(max(raw, raw_established), ceiling)
+        # P(X >= k) >= share**k, so a window needs k * -log(share) nats to be concentrated.
+        k_min = max(min_accounts - 1, self.min_concentration_nats / -math.log(low_share))
+        if size - 1 < k_min:  # not even the widest window
+            return []
         clocks = item.clock
         n_ring = len(clocks)
-        end = len(group)
-        # P(X >= k) >= share**k, so a window needs k * -log(share) nats to be concentrated.
-        k_min = max(self.min_accounts - 1, self.min_concentration_nats / -math.log(low_share))
-        windows = tuple(
+        return [
             j
-            for j in _windows(self.min_accounts, size)
+            for j in _windows(min_accounts, size)
             if j - 1 >= k_min
-            and j - 1 > low_share * (n_ring - bisect_left(clocks, group.clock[end - j]) - 1) + 1.0
-        )
-        if not windows and self.trace is None:
-            return None
+            and j - 1 > low_share * (n_ring - bisect_left(clocks, group_clocks[end - j]) - 1) + 1.0
+        ]
+
+    def _scan(self, tick: _Tick, item: _Item, group: SideGroup, side: int,
+              windows: list[int]) -> tuple[int, float, dict[str, float]] | None:  # fmt: skip
+        """The widest window of the newest ``j`` distinct accounts that passes, if any,
+        among the group sizes ``windows`` (see :meth:`_gate`)."""
+        g_side = max(self._g_side[side], 1e-4)
+        ceiling = min(0.95, math.sqrt(g_side))  # natural share at one extreme, when unknown
+        learned_group = bisect_right(group.clock, self._clock)  # entries already learned
+        fresh = group.fresh
+        clocks = item.clock
+        n_ring = len(clocks)
+        end = len(group.who)
         now = tick.clock
         tau = self._tau
         decay = math.exp(-(now - item.base_clock) / tau)
@@ -723,6 +776,8 @@ class CampaignDetector:
         log_q = -math.log(q_fresh)
         half = 0.5 * self.threshold_nats
         probe = self.trace is not None  # tracing evaluates every window, for analysis
+        # Below this log-tail a window is concentrated; binom_logsf stops early above it.
+        conc_log_tail = math.inf if probe else -self.min_concentration_nats
         best: tuple[int, float, dict[str, float]] | None = None
         for j in windows:
             lo = end - j
@@ -733,7 +788,7 @@ class CampaignDetector:
             # looked suspicious): a push by new accounts must not make itself look normal.
             # Its share at this extreme is also read from established raters alone, which
             # such a push cannot move (and which keep a good item's enthusiasm its own).
-            own = sum(fresh[lo:learned_group])
+            own = fresh.count(1, lo, learned_group)
             side_before = max(c_side - own, 0.0)
             shape = 0.5 + side_before
             mean = shape / rate
@@ -744,11 +799,11 @@ class CampaignDetector:
             # Cheap bounds first: most groups on busy items are neither dense nor concentrated.
             if j - 1 <= share * (n_all - 1) + 1.0 and not probe:
                 continue
-            n_fresh = sum(fresh[lo:end])
+            n_fresh = fresh.count(1, lo, end)
             room = n_fresh * log_q + 2.0 * min(j, 20)  # the most fresh and shared could add
             if j - 1 <= 2.0 * mean * span + 2.0 and room < half and not probe:
                 continue  # not dense, and no group evidence that could make up for it
-            s_conc = surprise(binom_logsf(j - 1, n_all - 1, share))
+            s_conc = surprise(binom_logsf(j - 1, n_all - 1, share, conc_log_tail))
             if s_conc < self.min_concentration_nats and not probe:
                 continue
             s_rate = surprise(gamma_poisson_logsf(j - 1, shape, rate, span))
@@ -775,7 +830,7 @@ class CampaignDetector:
                 # from established accounts only, which a push by new accounts cannot move.
                 # Posterior means (the volume question's Gamma prior): an item seen for a
                 # short while is not known to be busy.
-                settled = max(learned_group - lo - sum(fresh[lo:learned_group]), 0)
+                settled = max(learned_group - lo - fresh.count(1, lo, learned_group), 0)
                 established = (0.5 + max(e_side - settled, 0.0)) / rate
                 everyone = shape / rate
                 any_value = (0.5 + max(c_all - learned_group + lo, 0.0)) / rate
@@ -878,10 +933,12 @@ class CampaignDetector:
         self._pending = None
         if tick is None:
             return
-        for acc, snap in tick.undo_accounts.values():
-            acc.restore(snap)
-        for item, snap in tick.undo_items.values():
-            item.restore(snap)
+        saved = iter(tick.account_log)
+        for acc in tick.undo_accounts.values():
+            acc.restore(saved)
+        saved = iter(tick.item_log)
+        for item in tick.undo_items.values():
+            item.restore(saved, self._clock)
 
     def _campaign(self, tick: _Tick, cid: str) -> Campaign | None:
         camp = tick.campaigns.get(cid)
@@ -910,20 +967,20 @@ class CampaignDetector:
     # ------------------------------------------------------------------ commit and learn
 
     def _commit(self, tick: _Tick) -> None:
+        _put_all(self._accounts, tick.undo_accounts.items())  # LRU touch
+        _put_all(self._accounts, tick.new_accounts.items())
         ring_size = self.ring_size
-        for account_id, (acc, _) in tick.undo_accounts.items():
-            self._accounts.put(account_id, acc)  # LRU touch
-        for account_id, acc in tick.new_accounts.items():
-            self._accounts.put(account_id, acc)
-        touched = [(k, v[0]) for k, v in tick.undo_items.items()]
-        for item_id, item in [*touched, *tick.new_items.items()]:
-            if len(item.clock) > ring_size:
-                del item.clock[: len(item.clock) - ring_size]
-            first = item.clock[0] if len(item.clock) >= ring_size else 0
-            for group in (item.high, item.low, item.near):
-                if group is not None and group.who and group.clock[0] < first:
-                    group.trim(first, ring_size)
-            self._items.put(item_id, item)
+        for items in (tick.undo_items, tick.new_items):
+            for item in items.values():
+                clocks = item.clock
+                if len(clocks) < ring_size:  # nothing fell out of the ring
+                    continue
+                del clocks[: len(clocks) - ring_size]
+                first = clocks[0]
+                for group in item.groups():
+                    if group is not None and group.who and group.clock[0] < first:
+                        group.trim(first, ring_size)
+            _put_all(self._items, items.items())
         for cid, camp in tick.campaigns.items():
             if cid not in self._campaigns:
                 self._opened_total += 1
@@ -948,11 +1005,11 @@ class CampaignDetector:
             camp = tick.campaigns[cid]
             for item_id in camp.targets:
                 item = self._items._data.get(item_id)
-                if item is not None:
-                    item.high.remove(accounts)
-                    item.low.remove(accounts)
-                    if item.near is not None:
-                        item.near.remove(accounts)
+                if item is None:
+                    continue
+                for group in item.groups():
+                    if group is not None:
+                        group.remove(accounts)
 
     def _learn(self, batch: Batch, keep: np.ndarray, tick: _Tick) -> None:
         """Item baselines and global shares, from kept rated events only."""
@@ -1032,6 +1089,17 @@ class CampaignDetector:
                 for side in (HIGH, LOW):
                     if self._targets.get((item_id, side)) == cid:
                         del self._targets[(item_id, side)]
+
+
+def _put_all(table: LRUTable[Any], entries: Iterable[tuple[str, Any]]) -> None:
+    """``table.put`` for each entry in order, with the lookups hoisted out of the loop."""
+    data, max_size = table._data, table.max_size
+    pop = data.pop
+    for key, value in entries:
+        pop(key, None)
+        data[key] = value
+        if len(data) > max_size:
+            del data[next(iter(data))]
 
 
 def _score(nats: float, threshold: float) -> float:

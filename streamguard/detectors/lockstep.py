@@ -40,8 +40,13 @@ FRESH = 4  # bit or-ed into the code
 NEAR = 8  # one step off the extreme (a sloppy attacker's 4 or 2)
 
 
-def binom_logsf(k: int, n: int, p: float) -> float:
-    """log P(X >= k) for X ~ Binomial(n, p)."""
+def binom_logsf(k: int, n: int, p: float, stop_above: float = math.inf) -> float:
+    """log P(X >= k) for X ~ Binomial(n, p).
+
+    Above the mean, when log P(X = k) alone exceeds ``stop_above``, that lower bound is
+    returned without summing the tail: a caller asking "is the tail below
+    exp(stop_above)?" has its answer (no), and most windows scanned are far from it.
+    """
     if k <= 0:
         return 0.0
     if k > n or p <= 0.0:
@@ -53,6 +58,8 @@ def binom_logsf(k: int, n: int, p: float) -> float:
         head = sum(math.exp(_log_choose(n, x) + x * log_p + (n - x) * log_q) for x in range(k))
         return math.log(max(1.0 - head, 1e-300))
     first = _log_choose(n, k) + k * log_p + (n - k) * log_q
+    if first > stop_above:
+        return first
     total, term, odds = 1.0, 1.0, p / (1.0 - p)
     for x in range(k, n):
         term *= (n - x) / (x + 1) * odds
@@ -110,7 +117,8 @@ class SideGroup:
 
     Columns (stream clock, event time, new-account flag, account id) rather than tuples
     keep an entry near 25 bytes; the account id is the string the account table holds.
-    An account that gives the same extreme again keeps its first entry.
+    An account that gives the same extreme again keeps its first entry. The flags are 0 or
+    1 (other uses pack more bits), so ``fresh.count(1, lo, hi)`` counts new accounts.
     """
 
     __slots__ = ("clock", "ts", "fresh", "who")
