@@ -9,6 +9,7 @@ from streamguard.detectors.campaign import CampaignDetector
 from streamguard.detectors.drift import DriftDetector
 from streamguard.detectors.duplicates import NearDuplicateDetector
 from streamguard.detectors.label_flip import LabelFlipDetector
+from streamguard.detectors.slow_push import SlowPushDetector
 from streamguard.detectors.triggers import TriggerDetector
 from streamguard.events import RatingScale
 from streamguard.features import FeatureConfig, FeatureState
@@ -48,6 +49,13 @@ def build_detectors(settings: Settings) -> tuple[list[Detector], list[str], list
         text_detectors.append(LabelFlipDetector.from_settings(content.label_flip, low, high))
     detectors.extend(text_detectors)
     decisive.extend(d.name for d in text_detectors)
+    slow_push = settings.detectors.slow_push
+    if slow_push.enabled:  # decisive, see detectors/slow_push.py; before the
+        # campaign detector: the pipeline revokes from the first flag of an account, and this
+        # one reaches back to the member's first event
+        knobs = slow_push.model_dump(exclude={"enabled"})
+        detectors.append(SlowPushDetector(**knobs, rating_low=low, rating_high=high))
+        decisive.append(SlowPushDetector.name)
     campaign = settings.detectors.campaign
     if campaign.enabled:  # decisive: lockstep groups, see streamguard/detectors/campaign.py
         knobs = campaign.model_dump(exclude={"enabled"})

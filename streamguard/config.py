@@ -26,6 +26,7 @@ from streamguard.detectors.campaign import CampaignSettings
 from streamguard.detectors.drift import DriftSettings
 from streamguard.detectors.duplicates import NearDuplicateSettings
 from streamguard.detectors.label_flip import LabelFlipSettings
+from streamguard.detectors.slow_push import SlowPushSettings
 from streamguard.detectors.triggers import TriggerSettings
 
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("streamguard_config_file", default=None)
@@ -111,6 +112,7 @@ class DetectorSettings(_Section):
     trigger: TriggerSettings = TriggerSettings()
     label_flip: LabelFlipSettings = LabelFlipSettings()
     campaign: CampaignSettings = CampaignSettings()
+    slow_push: SlowPushSettings = SlowPushSettings()
 
 
 class PolicySettings(_Section):

@@ -1,0 +1,178 @@
+"""The slow-push detector: pushes spread over weeks found and revoked; viral bursts left alone."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+import pytest
+from factories import records
+from pydantic import ValidationError
+
+from streamguard.detectors.base import Batch
+from streamguard.detectors.slow_push import SlowPushDetector, SlowPushSettings
+from streamguard.events import FeedbackEvent
+from streamguard.pipeline import Pipeline
+from streamguard.policy import Policy, PolicyConfig
+
+T0 = 1_700_000_000.0
+HOUR = 3600.0
+
+
+class World:
+    """MovieLens-like traffic without metadata: users appear once and rate in a sitting."""
+
+    def __init__(self, seed: int = 0, items: int = 400) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.items = [f"i{k}" for k in range(items)]
+        self.quality = self.rng.uniform(2.0, 4.3, items)
+        pop = 1.0 / (np.arange(items) + 5.0)
+        self.pop = pop / pop.sum()
+        self.events: list[dict[str, Any]] = []
+        self.fake: set[str] = set()
+        self.users = 0
+        self.t = T0
+
+    def _add(self, account: str, item: str, rating: float) -> None:
+        self.t += 30.0
+        self.events.append(
+            {
+                "event_id": f"e{len(self.events)}",
+                "ts": self.t,
+                "kind": "rating",
+                "account_id": account,
+                "item_id": item,
+                "rating": float(rating),
+            }
+        )
+
+    def sittings(self, n: int, size: int = 20) -> None:
+        """``n`` honest users, each rating ``size`` items drawn by popularity."""
+        for _ in range(n):
+            self.users += 1
+            picks = self.rng.choice(len(self.items), size, replace=False, p=self.pop)
+            for k in picks.tolist():
+                r = np.clip(np.round(self.rng.normal(self.quality[k], 1.0) * 2) / 2, 1, 5)
+                self._add(f"u{self.users}", self.items[k], r)
+            self.t += 6 * HOUR
+
+    def fake_sitting(self, name: str, target: str, filler: int = 15) -> None:
+        """An average-model shill: filler near each item's quality, the target at 5."""
+        self.fake.add(name)
+        picks = self.rng.choice(len(self.items) - 1, filler, replace=False).tolist()
+        for j, k in enumerate(picks):
+            if j == filler // 2:
+                self._add(name, target, 5.0)
+            r = np.clip(np.round(self.quality[k] * 2) / 2, 1, 5)
+            self._add(name, self.items[k], r)
+
+    def burst(self, item: str, raters: int) -> None:
+        """A new release: many users rate it in their sitting with a natural spread."""
+        for _ in range(raters):
+            self.users += 1
+            self._add(f"u{self.users}", item, np.clip(np.round(self.rng.normal(3.8, 1.0)), 1, 5))
+            for k in self.rng.choice(len(self.items), 5, replace=False, p=self.pop).tolist():
+                self._add(f"u{self.users}", self.items[k], np.round(self.quality[k]))
+
+
+def detector(**kw: Any) -> SlowPushDetector:
+    return SlowPushDetector(**{"windows_events": (800, 3_000), "warmup_events": 1_000, **kw})
+
+
+def run(det: SlowPushDetector, events: list[dict[str, Any]], size: int = 100):
+    parsed = [FeedbackEvent.model_validate(e) for e in events]
+    scores, flags = [], []
+    for start in range(0, len(parsed), size):
+        batch = Batch.of(parsed[start : start + size])
+        out = det.score_batch(batch)
+        det.learn_batch(batch, out.scores < 0.5)
+        scores.extend(out.scores.tolist())
+        flags.extend(out.flagged_accounts)
+    return np.array(scores), flags
+
+
+def spread_push(seed: int = 0, accounts: int = 15) -> World:
+    """Honest warm-up, then fake accounts arriving one by one between honest sittings."""
+    w = World(seed)
+    w.quality[-1] = 2.0  # pushers pick an obscure, below-average item
+    w.sittings(100)
+    for a in range(accounts):
+        w.sittings(3)
+        w.fake_sitting(f"f{a}", "i399")  # the least popular item: a handful of honest ratings
+    w.sittings(20)
+    return w
+
+
+def test_a_push_spread_over_weeks_opens_a_campaign_and_flags_its_members():
+    w = spread_push()
+    assert w.t - T0 > 14 * 24 * HOUR  # a spread push, not a burst
+    det = detector()
+    scores, flags = run(det, w.events)
+    (camp,) = det.campaigns()
+    assert camp.side == "push" and list(camp.targets) == ["i399"] and camp.score >= 0.5
+    assert set(camp.members) <= w.fake and len(camp.members) >= 5
+    assert {f.account_id for f in flags} <= w.fake
+    fake = np.array([e["account_id"] in w.fake for e in w.events])
+    assert not (scores[~fake] >= 0.5).any()
+    late = {f"f{a}" for a in range(10, 15)}
+    pushed = {e["account_id"]: e["ts"] for e in w.events if e["item_id"] == "i399"}
+    after = [
+        i
+        for i, e in enumerate(w.events)
+        if e["account_id"] in late and e["ts"] >= pushed[e["account_id"]]
+    ]
+    assert (scores[after] >= 0.5).all()  # members who join after the opening are held ...
+    assert late <= {f.account_id for f in flags}  # ... and their earlier filler revoked
+
+
+def test_members_earlier_releases_are_revoked_through_the_pipeline():
+    w = spread_push(seed=1)
+    det = detector()
+    pipe = Pipeline([det], Policy([], [det.name], PolicyConfig()))
+    revoked = []
+    recs = records(w.events)
+    for start in range(0, len(recs), 100):
+        revoked += pipe.process(recs[start : start + 100]).revocations
+    assert revoked and all(r.verdict.retroactive for r in revoked)
+    assert {r.account_id for r in revoked} <= w.fake
+    assert any(r.item_id != "i399" for r in revoked)  # the filler goes too, not only the push
+
+
+def test_a_viral_release_rated_with_a_natural_spread_opens_nothing():
+    w = World(seed=2)
+    w.sittings(100)
+    w.burst("i398", 60)
+    w.sittings(30)
+    det = detector()
+    scores, flags = run(det, w.events)
+    assert det.campaigns() == [] and not flags and not (scores >= 0.5).any()
+
+
+def test_benign_traffic_alone_opens_nothing():
+    w = World(seed=3)
+    w.sittings(300)
+    det = detector()
+    scores, flags = run(det, w.events)
+    assert det.campaigns() == [] and not flags and not (scores >= 0.5).any()
+
+
+def test_score_batch_is_repeatable_and_a_checkpoint_resumes_the_same():
+    w = spread_push(seed=4)
+    head, tail = w.events[:2_500], w.events[2_500:]
+    det = detector()
+    run(det, head)
+    copy = pickle.loads(pickle.dumps(det))
+    batch = Batch.of([FeedbackEvent.model_validate(e) for e in tail[:100]])
+    first = det.score_batch(batch).scores.copy()
+    assert np.array_equal(det.score_batch(batch).scores, first)
+    assert np.array_equal(run(det, tail)[0], run(copy, tail)[0])
+
+
+def test_settings_are_strict_and_frozen():
+    with pytest.raises(ValidationError):
+        SlowPushSettings(threshold_nats=0)
+    with pytest.raises(ValidationError):
+        SlowPushSettings(unknown=1)  # type: ignore[call-arg]
+    knobs = SlowPushSettings().model_dump(exclude={"enabled"})
+    assert SlowPushDetector(**knobs).name == "slow_push"
