@@ -9,6 +9,8 @@
    pass-through (consume, produce unchanged, commit) on the same topic.
 3. Latency produce -> verdict, p50 and p99, at half of the measured maximum rate.
 4. Memory: RSS growth per tracked account at 10k, 100k and 1M accounts.
+5-6. Folded in from benchmarks/soak.md (a 10M-event soak run, bench_soak.py) and
+   benchmarks/profile.md (hot spots and before/after figures, profile_core.py).
 
 Each figure is the median of several runs; ratios compare runs made in the same process.
 """
@@ -416,9 +418,15 @@ def write_markdown(
             f"{m['rss_growth'] / m['accounts']:,.0f} |"
         )
     lines += ["", *targets_table(core, memory, kafka, latency)]
-    soak = Path(__file__).with_name("soak.md")
-    if soak.exists():  # a long run, kept apart: python benchmarks/bench_soak.py
-        lines += ["", soak.read_text(encoding="utf-8").replace("## Soak", "## 5. Soak", 1)]
+    # Pages kept apart and folded in: a long soak run (python benchmarks/bench_soak.py)
+    # and the hand-written profile notes (python benchmarks/profile_core.py).
+    for number, (name, heading) in enumerate(
+        (("soak.md", "## Soak"), ("profile.md", "## Profile")), start=5
+    ):
+        page = Path(__file__).with_name(name)
+        if page.exists():
+            text = page.read_text(encoding="utf-8")
+            lines += ["", text.replace(heading, f"## {number}. {heading[3:]}", 1)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
