@@ -14,8 +14,10 @@ than ``ttl_seconds`` of event time are expired, so memory stays flat as accounts
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -36,19 +38,31 @@ FEATURE_NAMES = (
 )
 _HOUR = 3600.0
 _MIN_ITEM_HISTORY = 5
+# LRUTable compaction: only tables this large are worth copying (a smaller one wastes at
+# most a few MB), and a copy costs at most this many keys per expiry.
+_COMPACT_FROM_KEYS = 1 << 16
+_COPY_KEYS_PER_EXPIRY = 4096
 
 
 V = TypeVar("V")
 
 
 class LRUTable(Generic[V]):
-    """A dict with a size cap: touching moves a key to the back, the front is evicted."""
+    """A dict with a size cap: touching moves a key to the back, the front is evicted.
+
+    Every touch re-inserts its key, so CPython's dict keeps running out of entry slots
+    and regrows to three times its live keys: a table of a million accounts would sit in
+    a dict sized for four million. :meth:`expire` (once per tick) swaps such a dict for a
+    compact copy, about half the size (issue 10's memory target).
+    """
 
     def __init__(self, max_size: int) -> None:
         if max_size < 1:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
         self.max_size = max_size
         self._data: dict[str, V] = {}
+        self._bytes = sys.getsizeof(self._data)  # the dict's size when last compacted
+        self._expiries = 0  # calls of expire since the last copy
 
     def get(self, key: str) -> V | None:
         value = self._data.pop(key, None)
@@ -74,7 +88,27 @@ class LRUTable(Generic[V]):
                 break
             del self._data[key]
             dropped += 1
+        self._compact()
         return dropped
+
+    def _compact(self) -> None:
+        """Copy the dict when it has grown since the last look: ``dict(d)`` sizes the copy
+        for the live keys (in order), dropping the room churn made; keep the smaller.
+
+        A copy can leave little room, and the dict regrows soon after: copies are spaced
+        one per ``len / _COPY_KEYS_PER_EXPIRY`` expiries, so a tick never pays for more."""
+        self._expiries += 1
+        size = len(self._data)
+        if size < _COMPACT_FROM_KEYS or self._expiries * _COPY_KEYS_PER_EXPIRY < size:
+            return
+        grown = sys.getsizeof(self._data)
+        if grown <= self._bytes:
+            return
+        self._expiries = 0
+        compact = dict(self._data)
+        if sys.getsizeof(compact) < grown:
+            self._data = compact
+        self._bytes = sys.getsizeof(self._data)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -86,16 +120,22 @@ class LRUTable(Generic[V]):
         return iter(self._data.items())
 
 
+# The account's rating histogram over the scale, one slot per bin: a list of five ints
+# costs some 60 bytes more per account.
+_HISTOGRAM_BINS = ("n_lowest", "n_low", "n_middle", "n_high", "n_highest")
+_histogram = attrgetter(*_HISTOGRAM_BINS)
+
+
 class AccountState:
-    __slots__ = ("count", "created", "last_ts", "rate", "hist", "n_rated")
+    __slots__ = ("count", "created", "last_ts", "rate", "n_rated", *_HISTOGRAM_BINS)
 
     def __init__(self, created: float | None, ts: float) -> None:
         self.count = 0
         self.created = created
         self.last_ts = ts
         self.rate = 0.0  # events in the last hour, exponentially decayed
-        self.hist = [0, 0, 0, 0, 0]  # rating histogram over the scale, 5 bins
         self.n_rated = 0
+        self.n_lowest = self.n_low = self.n_middle = self.n_high = self.n_highest = 0
 
 
 class ItemState:
@@ -131,12 +171,15 @@ class FeatureState:
         """Fill ``batch.features`` and update the observed state, event by event."""
         n = len(batch)
         cols = {name: np.full(n, np.nan) for name in FEATURE_NAMES}
+        bins = self._bins(batch.rating).tolist()
         for i, event in enumerate(batch.events):
-            self._observe(i, event.ts, event, cols)
+            self._observe(i, event.ts, event, cols, bins[i])
         batch.features.update(cols)
         self._expire(float(batch.ts.max()) if n else self.watermark)
 
-    def _observe(self, i: int, ts: float, e: FeedbackEvent, cols: dict[str, np.ndarray]) -> None:
+    def _observe(
+        self, i: int, ts: float, e: FeedbackEvent, cols: dict[str, np.ndarray], rating_bin: int
+    ) -> None:
         acc = self.accounts.get(e.account_id)
         if acc is None:
             acc = AccountState(e.account_created_at, ts)
@@ -164,21 +207,26 @@ class FeatureState:
         acc.last_ts = max(acc.last_ts, ts)
         acc.count += 1
         if rating is not None:
-            acc.hist[self._bin(rating)] += 1
+            name = _HISTOGRAM_BINS[rating_bin]
+            setattr(acc, name, getattr(acc, name) + 1)
             acc.n_rated += 1
         cols["account_count_log"][i] = math.log1p(acc.count)
         cols["account_rate_1h"][i] = acc.rate
-        if acc.n_rated:
-            cols["account_extreme_share"][i] = (acc.hist[0] + acc.hist[4]) / acc.n_rated
-            cols["account_entropy"][i] = _entropy(acc.hist, acc.n_rated)
+        n_rated = acc.n_rated
+        if n_rated:
+            cols["account_extreme_share"][i] = (acc.n_lowest + acc.n_highest) / n_rated
+            cols["account_entropy"][i] = _entropy(_histogram(acc), n_rated)
         text = e.text
         if text:
             cols["text_len_log"][i] = math.log1p(len(text))
 
-    def _bin(self, rating: float) -> int:
+    def _bins(self, ratings: np.ndarray) -> np.ndarray:
+        """Each rating's histogram bin, in one numpy pass (NaN, no rating: 0, unused)."""
         low, high = self.config.rating_low, self.config.rating_high
-        pos = (rating - low) / (high - low) if high > low else 0.0
-        return min(4, max(0, int(pos * 5)))
+        if high <= low:
+            return np.zeros(len(ratings), dtype=np.int64)
+        position = (ratings - low) / (high - low) * 5
+        return np.clip(np.nan_to_num(position), 0, 4).astype(np.int64)
 
     def learn(self, batch: Batch, keep: np.ndarray) -> None:
         """Update the learned item baselines from kept rated events (Welford)."""
@@ -200,7 +248,7 @@ class FeatureState:
         self.items.expire(lambda it: it.last_ts < horizon)
 
 
-def _entropy(hist: list[int], total: int) -> float:
+def _entropy(hist: tuple[int, ...], total: int) -> float:
     h = 0.0
     for c in hist:
         if c:

@@ -19,7 +19,8 @@ topic as ``detector_error`` (a poison record must not block its partition).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,33 +86,47 @@ class ReleaseLog:
     """Recent clean releases per account, so a late campaign finding can revoke them.
 
     Bounded three ways: accounts (LRU), releases per account, and age in event time.
-    An account holds only its newest event time and the raw values it released: ids and
-    times are read back from a value on the rare revocation, so a release costs its bytes
-    and one tuple slot, not a record of parsed copies (issue 10's memory target).
+    An account holds one bytes object: its newest event time, how many values follow,
+    then each raw value it released after its length. Ids and times are read back from a
+    value on the rare revocation, so a release costs its bytes and four more, not a
+    bytes object and tuple slots of its own (issue 10's memory target). The object is an
+    exact-size copy: a serialiser's bytes may sit in a much larger allocation.
     """
 
     def __init__(self, max_accounts: int, per_account: int, window_seconds: float) -> None:
-        self.table: LRUTable[tuple[float, tuple[bytes, ...]]] = LRUTable(max_accounts)
+        if per_account < 1:
+            raise ValueError(f"per_account must be >= 1, got {per_account}")
+        self.table: LRUTable[bytes] = LRUTable(max_accounts)
         self.per_account = per_account
         self.window_seconds = window_seconds
 
     def record(self, event: FeedbackEvent, value: bytes) -> None:
-        # An exact-size copy: serialisers (orjson among them) may hand out bytes objects
-        # that sit in a much larger allocation, and the log keeps them for days.
-        value = bytes(memoryview(value))
-        held = self.table.get(event.account_id)
+        length = _LENGTH.pack(len(value))
+        held = self.table.pop(event.account_id)
         if held is None:
-            self.table.put(event.account_id, (event.ts, (value,)))
+            self.table.put(event.account_id, b"".join((_HEAD.pack(event.ts, 1), length, value)))
             return
-        newest, values = held
-        values = values[len(values) + 1 - self.per_account :]  # room for the new one
-        self.table.put(event.account_id, (max(newest, event.ts), (*values, value)))
+        newest, count = _HEAD.unpack_from(held)
+        start = _HEAD.size
+        if 2 * count + 1 > self.per_account:  # else the slice in _keeps keeps them all
+            kept = self._keeps(count)
+            start = _skip(held, count - kept)
+            count = kept
+        head = _HEAD.pack(max(newest, event.ts), count + 1)
+        # held[start:] copies, yet costs less than a memoryview for logs this short
+        self.table.put(event.account_id, b"".join((head, held[start:], length, value)))
+
+    def _keeps(self, count: int) -> int:
+        """How many of ``count`` values stay when one comes: what the tuple log's slice
+        ``values[count + 1 - per_account:]`` kept, so verdicts stay the same. A start below
+        zero counts from the end, so an account keeps about per_account / 2 values."""
+        return len(range(count)[count + 1 - self.per_account :])
 
     def expire(self, now: float) -> None:
         """Forget accounts whose newest release left the window (least recently touched
         first), so the log holds a window of traffic, not every account ever seen."""
         horizon = now - self.window_seconds
-        self.table.expire(lambda held: held[0] < horizon)
+        self.table.expire(lambda held: _HEAD.unpack_from(held)[0] < horizon)
 
     def take(
         self,
@@ -127,15 +142,40 @@ class ReleaseLog:
             return []
         horizon = max(since_ts, now - self.window_seconds)
         taken, kept = [], []
-        for value in held[1]:
+        for value in _unpack(held):
             event = FeedbackEvent.model_validate_json(value)
             if kinds is not None and event.kind not in kinds:
                 kept.append(value)
             elif event.ts >= horizon:
                 taken.append((event, value))
         if kept:
-            self.table.put(account_id, (held[0], tuple(kept)))
+            parts = [_HEAD.pack(_HEAD.unpack_from(held)[0], len(kept))]
+            for value in kept:
+                parts += (_LENGTH.pack(len(value)), value)
+            self.table.put(account_id, b"".join(parts))
         return taken
+
+
+_HEAD = struct.Struct("<dI")  # an account's newest release time and count of values
+_LENGTH = struct.Struct("<I")  # the length of the raw value that follows
+
+
+def _skip(held: bytes, values: int) -> int:
+    """Where the value after the first ``values`` ones starts."""
+    offset = _HEAD.size
+    for _ in range(values):
+        offset += _LENGTH.size + _LENGTH.unpack_from(held, offset)[0]
+    return offset
+
+
+def _unpack(held: bytes) -> Iterator[bytes]:
+    """The raw values of an account's log, oldest first."""
+    offset = _HEAD.size
+    while offset < len(held):
+        (length,) = _LENGTH.unpack_from(held, offset)
+        offset += _LENGTH.size
+        yield held[offset : offset + length]
+        offset += length
 
 
 class Pipeline:

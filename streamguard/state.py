@@ -33,7 +33,7 @@ from streamguard.config import Settings
 from streamguard.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 3  # 3: the release log keeps raw values only; 2: per-partition checkpoints
+FORMAT_VERSION = 4  # 4: packed release log, histogram slots; 3: raw values only; 2: per partition
 
 Offsets = dict[tuple[str, int], int]
 

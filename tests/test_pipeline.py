@@ -121,6 +121,30 @@ def test_a_flag_for_some_kinds_revokes_only_those_and_keeps_the_rest_revocable()
     assert [e.event_id for e, _ in log.take("a", 0.0, T0 + 9)] == ["e0", "e2"]
 
 
+def test_release_log_hands_back_the_raw_values_byte_for_byte():
+    log = ReleaseLog(max_accounts=10, per_account=3, window_seconds=1e9)
+    raws = [orjson.dumps(event(i, account_id="a"), option=orjson.OPT_INDENT_2) for i in range(4)]
+    raws[1] += b"\n \t"  # newlines and trailing whitespace survive the packing
+    for raw in raws:
+        log.record(FeedbackEvent.model_validate_json(raw), raw)
+    assert [value for _, value in log.take("a", 0.0, T0 + 9)] == raws[1:]
+    with pytest.raises(ValueError, match="per_account"):
+        ReleaseLog(max_accounts=10, per_account=0, window_seconds=1.0)
+
+
+@pytest.mark.parametrize("per_account", [1, 3, 5, 8, 64])
+def test_release_log_keeps_what_the_tuple_log_kept(per_account):
+    """Verdicts depend on what stays revocable: the packed log drops exactly what the
+    tuple log's slice dropped (about half of ``per_account`` kept, see ReleaseLog.record)."""
+    log = ReleaseLog(max_accounts=10, per_account=per_account, window_seconds=1e9)
+    reference: tuple[str, ...] = ()
+    for i in range(100):
+        raw = event(i, account_id="a", ts=T0 + i)
+        log.record(FeedbackEvent.model_validate(raw), orjson.dumps(raw))
+        reference = (*reference[len(reference) + 1 - per_account :], f"e{i}")
+    assert [e.event_id for e, _ in log.take("a", 0.0, T0 + 100)] == list(reference)
+
+
 def test_duplicate_detector_names_are_refused():
     with pytest.raises(ValueError, match="unique"):
         pipeline_with(Scripted("x"), Scripted("x"))

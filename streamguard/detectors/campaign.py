@@ -427,7 +427,6 @@ class CampaignDetector:
         armed = self._learned >= self.warmup_events
         rating = batch.rating.tolist()
         kinds = batch.kind.tolist()
-        times = batch.ts.tolist()
         member_of, tick_members = self._member_of, tick.members
         targets, tick_targets = self._targets, tick.targets
         accounts, new_accounts = self._accounts._data, tick.new_accounts
@@ -436,7 +435,7 @@ class CampaignDetector:
         account_log, item_log = tick.account_log, tick.item_log
         clock = tick.clock
         for i, e in enumerate(batch.events):
-            ts = times[i]
+            ts = e.ts  # the event's own float, shared with the other tables' copies
             account_id = e.account_id
             # The account, changed in place (its undo record kept first) or new.
             acc = undo_accounts.get(account_id)
@@ -450,6 +449,9 @@ class CampaignDetector:
                     else:
                         undo_accounts[account_id] = acc
                         acc.save(account_log)
+                        # The string the commit keys the table by, as the other tables
+                        # do: the first event's equal copy can then be freed.
+                        acc.id = account_id
             if ts - acc.last_ts > gap:
                 acc.before = acc.n
                 acc.sitting_ts = ts
