@@ -485,3 +485,35 @@ def test_late_detection_revokes_every_earlier_clean_event_of_the_members():
         (reason,) = r.verdict.reasons
         assert r.verdict.retroactive and r.verdict.action is Action.QUARANTINE
         assert reason.detail.startswith("retroactive") and reason.campaign_id == camp.id
+
+
+def _rallied(s: Stream, account: str, item: str, rating: float) -> None:
+    """An account created long ago that the stream first sees now: a filler, the target."""
+    created = T0 - 900 * DAY
+    s.t += 30
+    s._add(account, "i3", 4.0, created)
+    s.t += 30
+    s._add(account, item, rating, created)
+
+
+def test_an_old_account_woken_to_give_the_target_the_campaigns_extreme_joins():
+    """Rallied bombers are old accounts new to the stream: one that gives the target the
+    campaign's extreme inside its window joins (its filler held too); one that rates the
+    target mid-scale, or gives the extreme after the window, does not."""
+    s = Stream(seed=16)
+    s.benign(2000)
+    s.attack("i55", 15)
+    _rallied(s, "rallied", "i55", 5.0)
+    _rallied(s, "lukewarm", "i55", 3.0)
+    s.benign(1000, gap=300.0)  # past the hold: the campaign closes
+    _rallied(s, "latecomer", "i55", 5.0)
+    s.benign(20)
+    det = detector()
+    scores, cids, _, flags = run(det, s.events)
+    (camp,) = det.campaigns()
+    assert "rallied" in camp.members and {f.account_id for f in flags} >= {"rallied"}
+    rallied = [i for i, e in enumerate(s.events) if e["account_id"] == "rallied"]
+    assert all(scores[i] >= 0.5 and cids[i] == camp.id for i in rallied)
+    for account in ("lukewarm", "latecomer"):
+        assert account not in camp.members
+        assert all(scores[i] < 0.5 for i, e in enumerate(s.events) if e["account_id"] == account)

@@ -41,8 +41,10 @@ quarantined outright) that then grows:
   target (fewer than three expected from established accounts: one made busy by the
   push itself) only accounts whose creation date says they are new; on a popular item
   nobody joins, the campaign keeps its opening group. An account whose creation date says
-  it is old never joins (it may be a real user rallied to the cause): its exact extreme
-  on a quiet target is quarantined, the rest of its history is not;
+  it is old joins only with the exact extreme on a quiet target and in its first sitting
+  in the stream (a dormant account woken for the cause, as rallied bombers are); one the
+  stream already knew may be a real user who agrees: its exact extreme on a quiet target
+  is quarantined, the rest of its history is not;
 - members' earlier events, already released to the clean topic, are revoked through
   ``Scores.flagged_accounts`` (members: everything since they appeared; established
   accounts of the opening group: from their target rating on).
@@ -567,19 +569,21 @@ class CampaignDetector:
         settled = camp.target_established_rates.get(item_id, math.inf) * self.hold_events
         young = acc.created == acc.created and fresh  # new by its creation date
         # Through a quiet target join new accounts (also one step off the extreme: sloppy
-        # fakes) and small ones with the exact extreme; through a target that only looks
-        # busy because of new accounts, only accounts whose creation date says they are new.
-        # An account whose creation date says it is old never joins: it may be a real user
-        # rallied to the cause, and only its rating of the target is quarantined.
+        # fakes) and small ones with the exact extreme, of unknown age or old but woken for
+        # the cause (see _woken); through a target that only looks busy because of new
+        # accounts, only accounts whose creation date says they are new. An old account the
+        # stream already knew never joins: it may be a real user who agrees, and only its
+        # rating of the target is quarantined.
         if capped and (
-            (quiet and (fresh or (unknown and not near))) or (young and settled < _BUSY)
+            (quiet and (fresh or (not near and (unknown or self._woken(acc)))))
+            or (young and settled < _BUSY)
         ):
             camp = self._writable(tick, camp)
             camp.last_ts = max(camp.last_ts, ts)
             camp.last_clock = tick.clock
             camp.members[acc.id] = ts
             tick.members[acc.id] = camp.id
-            flags[acc.id] = self._flag(camp, acc, fresh=True, ts=ts)
+            flags[acc.id] = self._flag(camp, acc, member=True, ts=ts)
             self._mark(tick, i, camp, f"joined {camp.summary()}")
         elif quiet and not near:  # an established account's push on a quiet target
             camp = self._writable(tick, camp)
@@ -681,8 +685,11 @@ class CampaignDetector:
                 continue
             fresh = bool(group.fresh[k])
             young = fresh and acc.created == acc.created
-            # Members: new, or of unknown age (see _grow), and no busier than the group.
-            member = acc.n <= cap and (fresh or acc.created != acc.created)
+            # Members: new, of unknown age or woken on a quiet target (see _grow), and no
+            # busier than the group.
+            member = acc.n <= cap and (
+                fresh or acc.created != acc.created or (quiet and self._woken(acc))
+            )
             if k < lo and not (young or (group.clock[k] >= reach and member)):
                 continue
             if member:
@@ -690,7 +697,7 @@ class CampaignDetector:
                 tick.members[account] = camp.id
             else:
                 camp.established += 1
-            flags[account] = self._flag(camp, acc, fresh=member, ts=group.ts[k])
+            flags[account] = self._flag(camp, acc, member=member, ts=group.ts[k])
         self._near_members(tick, item, side, camp, cap, max(reach, first), flags)
         camp.evidence["fresh_members"] = float(len(camp.members))
         self._mark(tick, i, camp, f"opened {camp.summary()}")
@@ -712,7 +719,7 @@ class CampaignDetector:
             if near.clock[k] >= reach or acc.created == acc.created:
                 camp.members[account] = near.ts[k]
                 tick.members[account] = camp.id
-                flags[account] = self._flag(camp, acc, fresh=True, ts=near.ts[k])
+                flags[account] = self._flag(camp, acc, member=True, ts=near.ts[k])
 
     def _gate(self, item: _Item, group: SideGroup, side: int, first: int) -> list[int]:
         """The group sizes worth a closer look: a gate before the real work of :meth:`_scan`
@@ -902,13 +909,22 @@ class CampaignDetector:
         assert tick.scores.campaign_ids is not None
         tick.scores.campaign_ids[i] = camp.id
 
-    def _flag(self, camp: Campaign, acc: _Account, fresh: bool, ts: float) -> Flag:
-        if fresh:
+    def _flag(self, camp: Campaign, acc: _Account, member: bool, ts: float) -> Flag:
+        """A member's releases are revoked since it appeared (new, of unknown age, or
+        woken for the campaign); an established account's from its target rating on."""
+        if member:
             camp.revoked_accounts += 1
-            detail = f"new account, member of {camp.summary()}"
+            detail = f"member account of {camp.summary()}"
             return Flag(acc.id, camp.id, detail, camp.score, acc.first_ts)
         detail = f"established account rated a target of {camp.summary()}"
         return Flag(acc.id, camp.id, detail, camp.score, ts)
+
+    @staticmethod
+    def _woken(acc: _Account) -> bool:
+        """Has the stream seen this account (old by its creation date) only in its current
+        sitting? Then it is a dormant account woken for a campaign, as rallied bombers are;
+        an honest user who agrees has usually been seen before (no ``fresh_history`` slack)."""
+        return acc.before == 0
 
     def _active(self, camp: Campaign, ts: float, clock: int) -> bool:
         """Open while its members keep acting: for ``hold_hours`` of event time or
