@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Generic, TypeVar
@@ -78,6 +78,17 @@ class LRUTable(Generic[V]):
         self._data[key] = value
         if len(self._data) > self.max_size:
             del self._data[next(iter(self._data))]
+
+    def put_all(self, entries: Iterable[tuple[str, V]]) -> None:
+        """:meth:`put` for each entry in order, with the lookups hoisted out of the loop
+        (a tick's commit puts thousands)."""
+        data, max_size = self._data, self.max_size
+        pop = data.pop
+        for key, value in entries:
+            pop(key, None)
+            data[key] = value
+            if len(data) > max_size:
+                del data[next(iter(data))]
 
     def expire(self, is_stale: Callable[[V], bool]) -> int:
         """Drop entries from the front (least recently used) while ``is_stale(value)``."""

@@ -108,10 +108,9 @@ class ReleaseLog:
         self.window_seconds = window_seconds
 
     def record(self, event: FeedbackEvent, value: bytes) -> None:
-        length = _LENGTH.pack(len(value))
         held = self.table.pop(event.account_id)
         if held is None:
-            self.table.put(event.account_id, b"".join((_HEAD.pack(event.ts, 1), length, value)))
+            self.table.put(event.account_id, _pack(event.ts, (value,)))
             return
         newest, count = _HEAD.unpack_from(held)
         start = _HEAD.size
@@ -120,6 +119,7 @@ class ReleaseLog:
             count = self.per_account - 1
         head = _HEAD.pack(max(newest, event.ts), count + 1)
         # held[start:] copies, yet costs less than a memoryview for logs this short
+        length = _LENGTH.pack(len(value))
         self.table.put(event.account_id, b"".join((head, held[start:], length, value)))
 
     def expire(self, now: float) -> None:
@@ -149,15 +149,21 @@ class ReleaseLog:
             elif event.ts >= horizon:
                 taken.append((event, value))
         if kept:
-            parts = [_HEAD.pack(_HEAD.unpack_from(held)[0], len(kept))]
-            for value in kept:
-                parts += (_LENGTH.pack(len(value)), value)
-            self.table.put(account_id, b"".join(parts))
+            self.table.put(account_id, _pack(_HEAD.unpack_from(held)[0], kept))
         return taken
 
 
 _HEAD = struct.Struct("<dI")  # an account's newest release time and count of values
 _LENGTH = struct.Struct("<I")  # the length of the raw value that follows
+
+
+def _pack(newest: float, values: Sequence[bytes]) -> bytes:
+    """An account's log: its newest release time and count, then each value after its
+    length (:meth:`ReleaseLog.record` appends to one in place of repacking it)."""
+    parts = [_HEAD.pack(newest, len(values))]
+    for value in values:
+        parts += (_LENGTH.pack(len(value)), value)
+    return b"".join(parts)
 
 
 def _skip(held: bytes, values: int) -> int:
@@ -169,7 +175,7 @@ def _skip(held: bytes, values: int) -> int:
 
 
 def _unpack(held: bytes) -> Iterator[bytes]:
-    """The raw values of an account's log, oldest first."""
+    """The raw values of an account's log (see :func:`_pack`), oldest first."""
     offset = _HEAD.size
     while offset < len(held):
         (length,) = _LENGTH.unpack_from(held, offset)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from factories import records
+from factories import event, records
 from pydantic import ValidationError
 
 from streamguard.campaigns import Campaign
@@ -38,18 +38,8 @@ class Stream:
         self.t = T0
 
     def _add(self, account: str, item: str, rating: float, created: float, **extra: Any) -> None:
-        self.events.append(
-            {
-                "event_id": f"e{len(self.events)}",
-                "ts": self.t,
-                "kind": "rating",
-                "account_id": account,
-                "item_id": item,
-                "rating": float(rating),
-                "account_created_at": created,
-                **extra,
-            }
-        )
+        fields = {"account_id": account, "item_id": item, "rating": float(rating), **extra}
+        self.events.append(event(len(self.events), ts=self.t, account_created_at=created, **fields))
 
     def benign(self, n: int, gap: float = 60.0) -> None:
         for _ in range(n):

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from factories import records
+from factories import event, records
 from pydantic import ValidationError
 
 from streamguard.detectors.base import Batch
@@ -36,16 +36,8 @@ class World:
 
     def _add(self, account: str, item: str, rating: float) -> None:
         self.t += 30.0
-        self.events.append(
-            {
-                "event_id": f"e{len(self.events)}",
-                "ts": self.t,
-                "kind": "rating",
-                "account_id": account,
-                "item_id": item,
-                "rating": float(rating),
-            }
-        )
+        fields = {"account_id": account, "item_id": item, "rating": float(rating)}
+        self.events.append(event(len(self.events), ts=self.t, **fields))
 
     def sittings(self, n: int, size: int = 20) -> None:
         """``n`` honest users, each rating ``size`` items drawn by popularity."""
@@ -139,22 +131,24 @@ def test_members_earlier_releases_are_revoked_through_the_pipeline():
     assert any(r.item_id != "i399" for r in revoked)  # the filler goes too, not only the push
 
 
+def assert_finds_nothing(events: list[dict[str, Any]]) -> None:
+    det = detector()
+    scores, flags = run(det, events)
+    assert det.campaigns() == [] and not flags and not (scores >= 0.5).any()
+
+
 def test_a_viral_release_rated_with_a_natural_spread_opens_nothing():
     w = World(seed=2)
     w.sittings(100)
     w.burst("i398", 60)
     w.sittings(30)
-    det = detector()
-    scores, flags = run(det, w.events)
-    assert det.campaigns() == [] and not flags and not (scores >= 0.5).any()
+    assert_finds_nothing(w.events)
 
 
 def test_benign_traffic_alone_opens_nothing():
     w = World(seed=3)
     w.sittings(300)
-    det = detector()
-    scores, flags = run(det, w.events)
-    assert det.campaigns() == [] and not flags and not (scores >= 0.5).any()
+    assert_finds_nothing(w.events)
 
 
 def test_score_batch_is_repeatable_and_a_checkpoint_resumes_the_same():

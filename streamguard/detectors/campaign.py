@@ -72,7 +72,7 @@ import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -985,8 +985,8 @@ class CampaignDetector:
     # ------------------------------------------------------------------ commit and learn
 
     def _commit(self, tick: _Tick) -> None:
-        _put_all(self._accounts, tick.undo_accounts.items())  # LRU touch
-        _put_all(self._accounts, tick.new_accounts.items())
+        self._accounts.put_all(tick.undo_accounts.items())  # LRU touch
+        self._accounts.put_all(tick.new_accounts.items())
         ring_size = self.ring_size
         for items in (tick.undo_items, tick.new_items):
             for item in items.values():
@@ -998,7 +998,7 @@ class CampaignDetector:
                 for group in item.groups():
                     if group is not None and group.who and group.clock[0] < first:
                         group.trim(first, ring_size)
-            _put_all(self._items, items.items())
+            self._items.put_all(items.items())
         for cid, camp in tick.campaigns.items():
             if cid not in self._campaigns:
                 self._opened_total += 1
@@ -1107,17 +1107,6 @@ class CampaignDetector:
                 for side in (HIGH, LOW):
                     if self._targets.get((item_id, side)) == cid:
                         del self._targets[(item_id, side)]
-
-
-def _put_all(table: LRUTable[Any], entries: Iterable[tuple[str, Any]]) -> None:
-    """``table.put`` for each entry in order, with the lookups hoisted out of the loop."""
-    data, max_size = table._data, table.max_size
-    pop = data.pop
-    for key, value in entries:
-        pop(key, None)
-        data[key] = value
-        if len(data) > max_size:
-            del data[next(iter(data))]
 
 
 def _score(nats: float, threshold: float) -> float:

@@ -228,7 +228,7 @@ class TextModel:
         doc: np.ndarray,
         cls: np.ndarray,
         proba: np.ndarray | None,
-        fresh: bool = True,
+        fresh: bool,
     ) -> None:
         """One AdaGrad step; ``fresh`` false for rehearsed texts, which count nowhere."""
         k = min(len(members), self.max_classes)
