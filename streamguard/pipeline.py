@@ -295,7 +295,9 @@ class Pipeline:
         flags: list[tuple[str, Flag]] = [
             (name, flag) for name, out in outputs.items() for flag in out.flagged_accounts
         ]
-        now = float(batch.ts.max()) if len(batch) else self.features.watermark
+        # The window counts back from the tick's first event: the finding may come anywhere
+        # in the tick, and on a slow stream one tick can span weeks.
+        now = float(batch.ts.min()) if len(batch) else self.features.watermark
         revocations = []
         for name, flag in flags:
             reason = Reason(name, flag.score, f"retroactive: {flag.detail}", None, flag.campaign_id)

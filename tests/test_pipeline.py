@@ -109,6 +109,20 @@ def test_flagged_account_revokes_its_earlier_clean_releases():
     assert {r.event_id for r in third.revocations} <= {"e3"}
 
 
+def test_a_tick_spanning_weeks_still_revokes_releases_from_just_before_it():
+    """On a slow stream (MovieLens: 500 events are weeks) the finding can come early in a
+    long tick; the revocation window counts from the tick's start, not its last event."""
+    day = 86400.0
+    det = Scripted()
+    pipe = pipeline_with(det)
+    pipe.releases = ReleaseLog(max_accounts=10, per_account=8, window_seconds=14 * day)
+    pipe.process(records([event(0, account_id="bad", ts=T0), event(1, ts=T0 + 1)]))
+    det.flag_accounts = [Flag("bad", "c9", "ring on item i1")]
+    tick = [event(2, account_id="bad", ts=T0 + 2 * day), event(3, ts=T0 + 40 * day)]
+    revoked = pipe.process(records(tick, start=2)).revocations
+    assert [r.event_id for r in revoked] == ["e0"]
+
+
 def test_a_flag_for_some_kinds_revokes_only_those_and_keeps_the_rest_revocable():
     log = ReleaseLog(max_accounts=10, per_account=8, window_seconds=1e9)
     kinds = ["rating", "label", "rating", "label"]
