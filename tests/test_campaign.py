@@ -507,3 +507,36 @@ def test_an_old_account_woken_to_give_the_target_the_campaigns_extreme_joins():
     for account in ("lukewarm", "latecomer"):
         assert account not in camp.members
         assert all(scores[i] < 0.5 for i, e in enumerate(s.events) if e["account_id"] == account)
+
+
+def _crowd_gives_five(strip_dates: bool) -> Stream:
+    """Six established users give an obscure item 5 within minutes; optionally nobody's
+    events carry a creation date (as on MovieLens)."""
+    s = Stream(seed=0)
+    s.benign(3000)
+    for u in s.rng.choice(len(s.users), 6, replace=False).tolist():
+        s.t += 40
+        s._add(s.users[u], "i55", 5.0, T0 - 400 * DAY)
+    s.benign(500)
+    if strip_dates:
+        for e in s.events:
+            e.pop("account_created_at", None)
+    return s
+
+
+def test_a_group_without_creation_dates_needs_less_evidence_beyond_volume():
+    """The same concentrated group: accounts dated as established must show
+    ``min_group_nats`` beyond volume (a viral crowd is such accounts), undated ones only
+    ``undated_group_nats``, since without dates newness shows only as a first sitting."""
+    dated = detector()
+    run(dated, _crowd_gives_five(strip_dates=False).events)
+    assert dated.campaigns() == []
+    undated = detector()
+    run(undated, _crowd_gives_five(strip_dates=True).events)
+    (camp,) = undated.campaigns()
+    assert list(camp.targets) == ["i55"]
+    assert undated.undated_group_nats <= camp.evidence["nats"] - camp.evidence["volume_nats"]
+    assert camp.evidence["nats"] - camp.evidence["volume_nats"] < undated.min_group_nats
+    strict = detector(undated_group_nats=12.0)
+    run(strict, _crowd_gives_five(strip_dates=True).events)
+    assert strict.campaigns() == []

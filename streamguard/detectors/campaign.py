@@ -20,9 +20,10 @@ settings hold for a marketplace and for MovieLens' 22 years):
 
 A group opens a campaign when its total surprise reaches ``threshold_nats``, with at least
 ``min_concentration_nats`` of concentration and ``min_group_nats`` from the three questions
-other than volume (volume alone is what a viral item has). Accounts already found in a
-campaign, open or closed, are left out first: bandwagon fakes also 5-star popular items,
-and those traces must not become campaigns of their own.
+other than volume (volume alone is what a viral item has), or ``undated_group_nats`` when
+fewer than half its accounts are established by their creation dates (see :meth:`_dated`).
+Accounts already found in a campaign, open or closed, are left out first: bandwagon fakes
+also 5-star popular items, and those traces must not become campaigns of their own.
 
 A finding opens a :class:`~streamguard.campaigns.Campaign` (decisive: its events are
 quarantined outright) that then grows:
@@ -124,6 +125,7 @@ class CampaignSettings(BaseModel):
     threshold_nats: float = Field(40.0, gt=0)
     min_concentration_nats: float = Field(3.0, ge=0)
     min_group_nats: float = Field(12.0, ge=0)
+    undated_group_nats: float = Field(8.0, ge=0)
     ring_size: int = Field(64, ge=8, le=1024)
     fresh_age_days: float = Field(180.0, ge=0)
     fresh_history: int = Field(2, ge=0)
@@ -266,6 +268,7 @@ class CampaignDetector:
     - ``min_accounts``: the smallest group that can open a campaign;
     - ``threshold_nats``, ``min_concentration_nats``, ``min_group_nats``: the surprise a
       group needs in total, from concentration, and from everything but volume;
+    - ``undated_group_nats``: the last, for a group mostly without creation dates;
     - ``ring_size``: ratings per item the group windows can reach back over;
     - ``fresh_age_days``, ``fresh_history``: an account is new when younger than this by
       its creation date or, without one, when it had at most this many events before its
@@ -291,6 +294,7 @@ class CampaignDetector:
         threshold_nats: float = 40.0,
         min_concentration_nats: float = 3.0,
         min_group_nats: float = 12.0,
+        undated_group_nats: float = 8.0,
         ring_size: int = 64,
         fresh_age_days: float = 180.0,
         fresh_history: int = 2,
@@ -309,7 +313,8 @@ class CampaignDetector:
     ) -> None:
         if min_accounts < 2:
             raise ValueError(f"min_accounts must be >= 2, got {min_accounts}")
-        if threshold_nats <= 0 or min(min_concentration_nats, min_group_nats) < 0:
+        minimums = (min_concentration_nats, min_group_nats, undated_group_nats)
+        if threshold_nats <= 0 or min(minimums) < 0:
             raise ValueError("threshold_nats must be > 0, the other minimums >= 0")
         if ring_size < max(8, min_accounts):
             raise ValueError(f"ring_size must be >= max(8, min_accounts), got {ring_size}")
@@ -325,6 +330,7 @@ class CampaignDetector:
         self.threshold_nats = threshold_nats
         self.min_concentration_nats = min_concentration_nats
         self.min_group_nats = min_group_nats
+        self.undated_group_nats = undated_group_nats
         self.ring_size = ring_size
         self.fresh_age_days = fresh_age_days
         self.fresh_history = fresh_history
@@ -821,10 +827,12 @@ class CampaignDetector:
             s_fresh = surprise(binom_logsf(n_fresh, j, q_fresh))
             s_shared = self._shared(tick, group.who[lo:end])
             nats = s_rate + s_conc + s_fresh + s_shared
+            beyond = nats - s_rate
             ok = (
                 nats >= self.threshold_nats
                 and s_conc >= self.min_concentration_nats
-                and nats - s_rate >= self.min_group_nats
+                and beyond >= self.undated_group_nats
+                and (beyond >= self.min_group_nats or not self._dated(tick, group.who[lo:end]))
             )
             if self.trace is not None:
                 self.trace.append(dict(clock=now, j=j, span=span, n=n_all, rate=s_rate,
@@ -940,6 +948,19 @@ class CampaignDetector:
             return True
         acc = self._account_view(tick, account_id)
         return acc is not None and bool(acc.campaign)
+
+    def _dated(self, tick: _Tick, accounts: list[str]) -> bool:
+        """Do at least half of these accounts say by their creation date that they are
+        established? Such a crowd (a launch, a viral item) must show ``min_group_nats``
+        beyond volume; without dates newness shows only as a first sitting, which honest
+        users of a base like MovieLens share, so ``undated_group_nats`` is asked."""
+        old = 0
+        fresh_age = self.fresh_age_days * DAY
+        for account in accounts:
+            acc = self._account_view(tick, account)
+            if acc is not None and acc.created == acc.created:
+                old += acc.last_ts - acc.created > fresh_age
+        return 2 * old >= len(accounts)
 
     def _account_view(self, tick: _Tick, account_id: str) -> _Account | None:
         acc = tick.new_accounts.get(account_id)
