@@ -63,6 +63,9 @@ class KafkaSettings(_Section):
     # for every few records.
     producer_linger_ms: int = Field(100, ge=0, le=60_000)
     producer_batch_bytes: int = Field(512 * 1024, ge=1_024, le=64 * 1024 * 1024)
+    # "process": a child process publishes tick N (and with exactly-once commits its
+    # transaction) while this one scores tick N+1. "inline": publish in this process.
+    publisher: Literal["process", "inline"] = "process"
     request_timeout_ms: int = Field(30_000, ge=1_000)
     retry_backoff_max_s: float = Field(30.0, gt=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

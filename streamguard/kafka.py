@@ -1,6 +1,6 @@
 """The thin Kafka edge: consume a tick, publish its outcomes, commit its offsets.
 
-Ordering rules, enforced in :meth:`KafkaSink.commit`:
+Ordering rules, enforced by :class:`Publisher` (run by :mod:`streamguard.outbox`):
 
 exactly-once (default)
   1. begin a transaction;
@@ -26,13 +26,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
 
 from streamguard.config import KafkaSettings
 from streamguard.events import Action
@@ -107,8 +106,10 @@ def next_offsets(records: Sequence[SourceRecord]) -> dict[TopicPartition, Offset
     return {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
+    """One output record. A tuple, because a tick's messages are pickled to the
+    publisher process (:mod:`streamguard.publisher`)."""
+
     topic: str
     key: bytes | None
     value: bytes | None
@@ -144,62 +145,83 @@ class CommitAbandoned(Exception):
     """Retrying the commit took too long; rewind to the committed offsets and poll again."""
 
 
-class KafkaSink:
-    """Publishes a tick's outputs and commits its offsets, exactly once by default."""
+def retry_until_deadline(
+    attempt: Callable[[], None],
+    settings: KafkaSettings,
+    on_error: Callable[[Exception], None],
+    stopping: Callable[[], bool],
+    recover: Callable[[], None] = lambda: None,
+) -> None:
+    """Run ``attempt`` until it succeeds, backing off exponentially; raise CommitAbandoned
+    once the deadline (half of ``max_poll_interval_ms``) passes or the service stops."""
+    deadline = time.monotonic() + settings.max_poll_interval_ms / 2000.0
+    backoff = 0.1
+    while True:
+        try:
+            attempt()
+            return
+        except KafkaError as exc:
+            on_error(exc)
+            log.warning("commit failed, retrying in %.1fs: %r", backoff, exc)
+            recover()
+            if stopping() or time.monotonic() + backoff > deadline:
+                raise CommitAbandoned(str(exc)) from exc
+            time.sleep(backoff)
+            backoff = min(backoff * 2, settings.retry_backoff_max_s)
+
+
+class Publisher:
+    """Owns the producer and publishes one tick's messages, retried with the same
+    messages until the deadline. With exactly-once the tick's offsets go into the same
+    transaction; with at-least-once the caller commits them once this returns."""
 
     def __init__(
         self,
         settings: KafkaSettings,
-        consumer: KafkaConsumer,
         producer_factory: Callable[[], KafkaProducer],
         on_error: Callable[[Exception], None] = lambda exc: None,
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
-        self.stopping = stopping
         self.settings = settings
-        self.consumer = consumer
         self.producer_factory = producer_factory
         self.producer = producer_factory()
         self.on_error = on_error
+        self.stopping = stopping
         self.transactional = settings.guarantee == "exactly_once"
 
-    def commit(self, result: TickResult, records: Sequence[SourceRecord]) -> None:
-        """Publish and commit, retrying with backoff; raises CommitAbandoned at the deadline."""
-        messages = output_messages(result, self.settings)
-        offsets = next_offsets(records)
-        deadline = time.monotonic() + self.settings.max_poll_interval_ms / 2000.0
-        backoff = 0.1
-        while True:
-            try:
-                self._publish(messages, offsets)
-                return
-            except KafkaError as exc:
-                self.on_error(exc)
-                log.warning("commit failed, retrying in %.1fs: %r", backoff, exc)
-                self._reset_producer()
-                if self.stopping() or time.monotonic() + backoff > deadline:
-                    raise CommitAbandoned(str(exc)) from exc
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+    def publish(
+        self,
+        messages: Sequence[Message],
+        offsets: dict[TopicPartition, OffsetAndMetadata],
+        group: ConsumerGroupMetadata | None,
+    ) -> None:
+        retry_until_deadline(
+            lambda: self._publish(messages, offsets, group),
+            self.settings,
+            self.on_error,
+            self.stopping,
+            self._reset_producer,
+        )
 
     def _publish(
-        self, messages: list[Message], offsets: dict[TopicPartition, OffsetAndMetadata]
+        self,
+        messages: Sequence[Message],
+        offsets: dict[TopicPartition, OffsetAndMetadata],
+        group: ConsumerGroupMetadata | None,
     ) -> None:
-        timeout = self.settings.request_timeout_ms / 1000.0
         if self.transactional:
             self.producer.begin_transaction()
-            for m in messages:
-                self.producer.send(m.topic, key=m.key, value=m.value)
+            for topic, key, value in messages:
+                self.producer.send(topic, key=key, value=value)
             if offsets:
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+                self.producer.send_offsets_to_transaction(offsets, group)
             self.producer.commit_transaction()
             return
-        futures = [self.producer.send(m.topic, key=m.key, value=m.value) for m in messages]
+        timeout = self.settings.request_timeout_ms / 1000.0
+        futures = [self.producer.send(t, key=k, value=v) for t, k, v in messages]
         self.producer.flush(timeout=timeout)
         for f in futures:
             f.get(timeout=timeout)
-        if offsets:
-            self.consumer.commit(offsets)
 
     def _reset_producer(self) -> None:
         """After a failure the producer may be in an abortable or fatal state: start afresh."""

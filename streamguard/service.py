@@ -27,19 +27,13 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from streamguard.config import Settings
-from streamguard.kafka import (
-    CommitAbandoned,
-    CommitOnRevoke,
-    KafkaSink,
-    make_consumer,
-    make_producer,
-    to_source_records,
-)
+from streamguard.kafka import CommitAbandoned, CommitOnRevoke, make_consumer, to_source_records
 from streamguard.metrics import Metrics
+from streamguard.outbox import Outbox, make_runner
 from streamguard.partitions import Partition, PartitionKey, Partitions
 from streamguard.pipeline import Pipeline, SourceRecord, TickResult
 from streamguard.probes import Liveness
@@ -66,10 +60,15 @@ class Service:
         self.on_tick = on_tick
         self.stopping = threading.Event()
         self.consumer: KafkaConsumer | None = None
-        self.sink: KafkaSink | None = None
+        self.outbox: Outbox | None = None
+        # The tick submitted to the outbox and not yet settled, and when it was submitted.
+        self.in_flight: tuple[dict[PartitionKey, list[SourceRecord]], TickResult, float] | None = (
+            None
+        )
         self.newly_assigned: list[TopicPartition] = []  # to check against checkpoints
         self.stores: dict[PartitionKey, CheckpointStore] = {}
         self.fingerprint = fingerprint(settings)
+        self.dirty = False  # some scored tick was given up uncommitted: skip the last checkpoint
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
@@ -100,9 +99,8 @@ class Service:
             try:
                 consumer = make_consumer(k)
                 consumer.subscribe([k.input_topic], listener=CommitOnRevoke(self._rebalanced))
-                self.sink = KafkaSink(
-                    k, consumer, self._new_producer, self._commit_error, self.stopping.is_set
-                )
+                runner = make_runner(k, self.settings.log_level, self.settings.log_format)
+                self.outbox = Outbox(k, consumer, runner, self._commit_error, self.stopping.is_set)
                 self.consumer = consumer
                 log.info(
                     "connected to %s, group %s, topic %s",
@@ -118,26 +116,26 @@ class Service:
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, k.retry_backoff_max_s)
 
-    def _new_producer(self) -> KafkaProducer:
-        k = self.settings.kafka
-        # Stable across restarts, so a restarted member fences its own zombie and aborts
-        # its open transaction instead of leaving readers waiting for it to time out.
-        txn_id = f"{k.transactional_id_prefix}-{k.group_id}-{k.instance_id}"
-        return make_producer(k, txn_id if k.guarantee == "exactly_once" else None)
-
     def _tick(self) -> None:
         self.liveness.beat()
-        if self.consumer is None or self.sink is None:
+        if self.consumer is None or self.outbox is None:
             return
         try:
             records = self._gather()
         except KafkaError as exc:
             self.liveness.set_ready(False, f"poll failed: {exc!r}")
             log.warning("poll failed: %r", exc)
+            self._settle()
             self.stopping.wait(1.0)
             return
         if not records:
+            self._settle()
             self._update_readiness()
+            return
+        # The checkpoint written when the tick in flight settles must not hold this tick's
+        # learning, so such a tick settles first.
+        due = self.in_flight is not None and self._checkpoint_due(self.in_flight[0])
+        if due and not self._settle(also_rewind=set(records)):
             return
         started = time.perf_counter()
         result = TickResult([])
@@ -146,24 +144,58 @@ class Service:
             result.outcomes.extend(part.outcomes)
             result.revocations.extend(part.revocations)
         self.metrics.observe_tick(result, time.perf_counter() - started)
-        done = [r for tick in records.values() for r in tick]
-        committed = time.perf_counter()
+        if not self._settle(also_rewind=set(records)):
+            return  # this tick is dropped with the one before it, and read again
+        self.outbox.submit(result, [r for tick in records.values() for r in tick])
+        self.in_flight = (records, result, time.perf_counter())
+        if not self.outbox.pipelined:
+            self._settle()
+
+    def _settle(self, also_rewind: set[PartitionKey] | None = None, revoking: bool = False) -> bool:
+        """Finish the tick in flight: wait until it is published and committed, then move
+        the partitions on (tick log, checkpoint) and report it. False when it could not be
+        committed: its partitions (and ``also_rewind``, a tick scored after it) are read
+        again from the committed offsets; inside the revoke hook, where the consumer may
+        not be called, their state is dropped instead, to be restored from a checkpoint."""
+        if self.in_flight is None or self.outbox is None:
+            return True
+        records, result, submitted = self.in_flight
+        self.in_flight = None
+        if revoking:
+            log.info("settling the tick in flight before partitions move")
         try:
-            self.sink.commit(result, done)
+            self.outbox.settle()
         except CommitAbandoned as exc:
+            self.dirty = True
             if self.stopping.is_set():
                 log.warning("stopping with this tick uncommitted; it will be processed again")
-                return
-            log.error("giving up on this tick's commit (%s); rewinding to committed offsets", exc)
-            self._rewind(set(records))
-            return
-        self.metrics.commit_latency.observe(time.perf_counter() - committed)
+            elif revoking:
+                log.error("giving up on this tick's commit (%s) during a rebalance", exc)
+                for key in records:
+                    self.partitions.owned.pop(key, None)
+            else:
+                log.error(
+                    "giving up on this tick's commit (%s); rewinding to committed offsets", exc
+                )
+                self._rewind(set(records) | (also_rewind or set()))
+            return False
+        self.metrics.commit_latency.observe(time.perf_counter() - submitted)
         for key, tick in records.items():
             self._advance(key, tick, live=True)
         self.on_tick(result)
         self.liveness.set_ready(True)
         self.metrics.ready.set(1)
-        self._observe_lag()
+        if not revoking:
+            self._observe_lag()
+        return True
+
+    def _checkpoint_due(self, records: dict[PartitionKey, list[SourceRecord]]) -> bool:
+        every = self.settings.state.every_ticks
+        return self.settings.state.dir is not None and any(
+            key in self.partitions.owned
+            and self.partitions.owned[key].ticks_since_checkpoint + 1 >= every
+            for key in records
+        )
 
     def _gather(self) -> dict[PartitionKey, list[SourceRecord]]:
         """One tick: per partition, ``max_poll_records`` of its records. With
@@ -179,8 +211,13 @@ class Service:
         while True:
             if self.partitions.pending() < size:
                 had_records = self.partitions.pending() > 0
-                polled = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=size)
+                # With a tick in flight, take only what is fetched already: when nothing
+                # is, settling that tick comes before waiting for more.
+                timeout = 0 if self.in_flight is not None else k.poll_timeout_ms
+                polled = self.consumer.poll(timeout_ms=timeout, max_records=size)
                 fresh = self._replay(self._align_assigned(to_source_records(polled)))
+                if not fresh and self.in_flight is not None and not had_records:
+                    return {}
                 if fresh and not had_records:  # linger counts from the tick's first record
                     deadline = time.monotonic() + linger
                 self.partitions.add(fresh)
@@ -320,6 +357,7 @@ class Service:
         if what == "assigned":
             self.newly_assigned.extend(partitions)
             return
+        self._settle(revoking=True)  # nothing may move with a scored tick uncommitted
         self.metrics.lag.clear()  # lag of partitions we no longer own is not ours to report
         for tp in partitions:
             key = (tp.topic, tp.partition)
@@ -384,13 +422,15 @@ class Service:
         return part
 
     def _close(self) -> None:
-        for key in list(self.partitions.owned):
-            self._checkpoint(key)
-        if self.sink is not None:
+        self._settle()
+        if not self.dirty:  # state that learned an uncommitted tick is not worth keeping
+            for key in list(self.partitions.owned):
+                self._checkpoint(key)
+        if self.outbox is not None:
             try:
-                self.sink.close()
+                self.outbox.close()
             except Exception:  # noqa: BLE001
-                log.warning("producer did not close cleanly", exc_info=True)
+                log.warning("publisher did not close cleanly", exc_info=True)
         if self.consumer is not None:
             self.consumer.close(autocommit=False, timeout_ms=5_000)
         self.liveness.set_ready(False, "stopped")

@@ -88,6 +88,16 @@ def committed(group: str, topic: str, partitions: int = 1) -> int:
     return total
 
 
+def members(group: str) -> int:
+    """How many members the consumer group has right now (0 for an unknown group)."""
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    try:
+        described = admin.describe_groups([group]).get(group) or {}
+    finally:
+        admin.close()
+    return len(described.get("members") or [])
+
+
 def start_service(
     names: dict[str, str], *extra: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:

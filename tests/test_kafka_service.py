@@ -62,11 +62,18 @@ def stop(proc: subprocess.Popen) -> str:
     return out.decode(errors="replace")
 
 
-def test_good_and_malformed_events_each_end_in_one_output(kafka_broker):
+@pytest.mark.parametrize(
+    ("guarantee", "publisher"),
+    [("exactly_once", "process"), ("exactly_once", "inline"), ("at_least_once", "process")],
+)
+def test_good_and_malformed_events_each_end_in_one_output(kafka_broker, guarantee, publisher):
     names = topics()
     good = benign_stream(3_000, seed=11)
     total = produce(names["events"], good + MALFORMED)
-    proc = start_service(names)
+    proc = start_service(
+        names,
+        env={"STREAMGUARD_KAFKA__GUARANTEE": guarantee, "STREAMGUARD_KAFKA__PUBLISHER": publisher},
+    )
     try:
         wait_for(
             lambda: committed(names["group"], names["events"]) >= total,
