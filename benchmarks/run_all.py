@@ -40,6 +40,7 @@ from streamguard.simulate import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK = 500
+WARMUP_S = 5.0  # of the latency run, not measured
 
 
 def median_of(runs: int, fn: Callable[[], float]) -> float:
@@ -239,17 +240,27 @@ def bench_kafka(bootstrap: str, n: int) -> dict[str, float]:
 
 
 def produce_paced(bootstrap: str, topic: str, rate: float, seconds: float) -> None:
-    """Send ``rate`` events per second for ``seconds``, each stamped with its send time."""
+    """Send ``rate`` events per second for ``seconds``, each stamped with its send time.
+
+    Events are serialised up front and sent in bursts every 5 ms (a burst's events share
+    its stamp), so the load generator, which shares this 2-core machine with the service
+    and the broker, spends little CPU of its own."""
     from kafka import KafkaProducer
 
-    events = simulate("shilling_random", int(rate * seconds) + 10, 3).events
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    n = int(rate * seconds)
+    slot = b'"SEND-TIME"'  # a placeholder for the send time, filled in at send time
+    events = simulate("shilling_random", n + 10, 3).events[:n]
+    values = [orjson.dumps(dict(e, attrs={"sent": "SEND-TIME"})) for e in events]
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     start = time.perf_counter()
-    for i, e in enumerate(events[: int(rate * seconds)]):
-        delay = start + i / rate - time.perf_counter()
+    burst = max(1, int(rate * 0.005))
+    for s in range(0, n, burst):
+        delay = start + s / rate - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        producer.send(topic, value=orjson.dumps(dict(e, attrs={"sent": time.time()})))
+        sent = f"{time.time():.6f}".encode()
+        for value in values[s : s + burst]:
+            producer.send(topic, value=value.replace(slot, sent, 1))
     producer.flush()
     producer.close()
 
@@ -280,13 +291,13 @@ def bench_latency(bootstrap: str, rate: float, seconds: float) -> dict[str, floa
         }
     )
     settings = load_settings().model_copy(update={"kafka": kafka})
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []  # (sent, latency)
 
     def on_tick(result: object) -> None:
         now = time.time()
         for o in result.outcomes:  # type: ignore[attr-defined]
             if o.event is not None and o.event.attrs:
-                latencies.append(now - o.event.attrs["sent"])
+                latencies.append((o.event.attrs["sent"], now - o.event.attrs["sent"]))
 
     service = Service(settings, lambda: build_pipeline(settings), Metrics(), Liveness(), on_tick)
     thread = threading.Thread(target=service.run, daemon=True)
@@ -302,10 +313,14 @@ def bench_latency(bootstrap: str, rate: float, seconds: float) -> dict[str, floa
     time.sleep(3)
     service.stopping.set()
     thread.join(60)
-    warm = np.array(latencies[len(latencies) // 10 :]) * 1000
+    # Steady state: events sent in the first WARMUP_S seconds are left out. The first
+    # records build each partition's pipeline (imports, first allocations), and the small
+    # backlog that leaves takes a few seconds to drain at half load.
+    sent = np.array([s for s, _ in latencies])
+    warm = np.array([lat for _, lat in latencies])[sent >= sent.min() + WARMUP_S] * 1000
     return {
         "rate_eps": rate,
-        "events": len(latencies),
+        "events": len(warm),
         "p50_ms": float(np.percentile(warm, 50)),
         "p99_ms": float(np.percentile(warm, 99)),
     }
@@ -409,10 +424,15 @@ def write_markdown(
         lines += [
             "## 3. Latency, produce to verdict",
             "",
-            "| load ev/s | events | p50 ms | p99 ms |",
+            "| load ev/s | events measured | p50 ms | p99 ms |",
             "| --- | --- | --- | --- |",
             f"| {latency['rate_eps']:,.0f} | {latency['events']:.0f} | "
             f"{latency['p50_ms']:.1f} | {latency['p99_ms']:.1f} |",
+            "",
+            f"Half of the exactly-once rate of section 2, from a load generator in another "
+            f"process on the same machine (bursts every 5 ms, serialised up front). Events "
+            f"sent in the first {WARMUP_S:.0f} s are not measured: the first records build "
+            f"each partition's pipeline and the backlog that leaves takes seconds to drain.",
             "",
         ]
     lines += [
