@@ -294,7 +294,10 @@ def bench_latency(bootstrap: str, rate: float, seconds: float) -> dict[str, floa
     latencies: list[tuple[float, float]] = []  # (sent, latency)
 
     def on_tick(result: object) -> None:
-        now = time.time()
+        # when its tick was committed (visible to read_committed readers), not when the
+        # service looked: it settles a tick after scoring the next one
+        assert service.outbox is not None
+        now = service.outbox.committed_at
         for o in result.outcomes:  # type: ignore[attr-defined]
             if o.event is not None and o.event.attrs:
                 latencies.append((o.event.attrs["sent"], now - o.event.attrs["sent"]))
@@ -330,7 +333,7 @@ def targets_table(
     core: list[dict[str, object]],
     memory: list[dict[str, int]],
     kafka: dict[str, float] | None,
-    latency: dict[str, float] | None,
+    latency: list[dict[str, float]] | None,
 ) -> list[str]:
     """Issue 10's targets against what this run measured."""
     eps = {str(r["traffic"]): float(r["streamguard_eps"]) for r in core}  # type: ignore[arg-type]
@@ -348,8 +351,8 @@ def targets_table(
         rows.append(("end to end / raw pass-through", ">= 0.50", ratio >= 0.5, f"{ratio:.2f}"))
     if latency:
         rows.append(
-            ("p99 latency at half load", "<= 250 ms", latency["p99_ms"] <= 250,
-             f"{latency['p99_ms']:.0f} ms")
+            ("p99 latency at half load", "<= 250 ms", latency[0]["p99_ms"] <= 250,
+             f"{latency[0]['p99_ms']:.0f} ms")
         )  # fmt: skip
     out = ["## Targets (issue 10)", "", "| what | target | measured | met |", "|---|---|---|---|"]
     out += [f"| {w} | {t} | {m} | {'yes' if ok else 'no'} |" for w, t, ok, m in rows]
@@ -363,7 +366,7 @@ def write_markdown(
     hst: str,
     memory: list[dict[str, int]],
     kafka: dict[str, float] | None,
-    latency: dict[str, float] | None,
+    latency: list[dict[str, float]] | None,
 ) -> None:
     import kafka as kafka_module
     import river
@@ -424,15 +427,20 @@ def write_markdown(
         lines += [
             "## 3. Latency, produce to verdict",
             "",
-            "| load ev/s | events measured | p50 ms | p99 ms |",
-            "| --- | --- | --- | --- |",
-            f"| {latency['rate_eps']:,.0f} | {latency['events']:.0f} | "
-            f"{latency['p50_ms']:.1f} | {latency['p99_ms']:.1f} |",
+            "| load | load ev/s | events measured | p50 ms | p99 ms |",
+            "| --- | --- | --- | --- | --- |",
+            *(
+                f"| {row['share']:.0%} | {row['rate_eps']:,.0f} | {row['events']:.0f} | "
+                f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
+                for row in latency
+            ),
             "",
-            f"Half of the exactly-once rate of section 2, from a load generator in another "
-            f"process on the same machine (bursts every 5 ms, serialised up front). Events "
-            f"sent in the first {WARMUP_S:.0f} s are not measured: the first records build "
-            f"each partition's pipeline and the backlog that leaves takes seconds to drain.",
+            "Shares of the exactly-once rate of section 2, sent by a load generator in another "
+            "process on the same 2-core machine (bursts every 5 ms, serialised up front), so "
+            "it and the broker take CPU from the service; latency runs from the send to the "
+            "commit of the verdict's transaction. Events sent in the first "
+            f"{WARMUP_S:.0f} s are not measured: the first records build each partition's "
+            "pipeline and the backlog that leaves takes seconds to drain.",
             "",
         ]
     lines += [
@@ -477,9 +485,15 @@ def main() -> None:
     kafka = latency = None
     if args.bootstrap_servers:
         kafka = bench_kafka(args.bootstrap_servers, n)
-        latency = bench_latency(
-            args.bootstrap_servers, kafka["exactly_once_eps"] / 2, 10 if args.quick else 30
-        )
+        latency = [
+            {"share": share}
+            | bench_latency(
+                args.bootstrap_servers,
+                kafka["exactly_once_eps"] * share,
+                10 if args.quick else 30,
+            )
+            for share in (0.5, 0.25)
+        ]
     write_markdown(args.out, " ".join(["python", *sys.argv]), core, hst, memory, kafka, latency)
     print(args.out.read_text())
 

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import multiprocessing
 import signal
+import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -52,14 +53,18 @@ Offsets = dict[TopicPartition, OffsetAndMetadata]
 
 
 class Runner(Protocol):
-    """Where a :class:`Publisher` runs: ``submit`` hands a tick over, ``wait`` returns once
-    it is published (or raises CommitAbandoned)."""
+    """Where a :class:`Publisher` runs: ``submit`` hands a tick over, ``wait`` returns the
+    wall-clock time it was published and committed (or raises CommitAbandoned)."""
 
     def submit(
         self, messages: list[Message], offsets: Offsets, group: ConsumerGroupMetadata | None
     ) -> None: ...
 
-    def wait(self, on_error: Callable[[Exception], None], stopping: Callable[[], bool]) -> None: ...
+    def wait(
+        self, on_error: Callable[[Exception], None], stopping: Callable[[], bool]
+    ) -> float: ...
+
+    def alive(self) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -76,12 +81,15 @@ class InlineRunner:
     ) -> None:
         self.job = (messages, offsets, group)
 
-    def wait(self, on_error: Callable[[Exception], None], stopping: Callable[[], bool]) -> None:
+    def wait(self, on_error: Callable[[Exception], None], stopping: Callable[[], bool]) -> float:
         job, self.job = self.job, None
-        if job is None:
-            return
-        self.publisher.on_error, self.publisher.stopping = on_error, stopping
-        self.publisher.publish(*job)
+        if job is not None:
+            self.publisher.on_error, self.publisher.stopping = on_error, stopping
+            self.publisher.publish(*job)
+        return time.time()
+
+    def alive(self) -> bool:
+        return True
 
     def close(self) -> None:
         self.publisher.close()
@@ -126,13 +134,13 @@ class ProcessRunner:
     ) -> None:
         self.conn.send((messages, offsets, group))
 
-    def wait(self, on_error: Callable[[Exception], None], stopping: Callable[[], bool]) -> None:
+    def wait(self, on_error: Callable[[Exception], None], stopping: Callable[[], bool]) -> float:
         while True:
             if stopping():
                 self.stop.set()  # only cuts a retry short; a healthy commit still completes
             kind, text = self._receive(timeout=1.0)
             if kind == "done":
-                return
+                return float(text)  # when the child committed, not when we looked
             if kind == "abandoned":
                 raise CommitAbandoned(text)
             if kind == "error":
@@ -149,6 +157,9 @@ class ProcessRunner:
         except EOFError as exc:
             raise CommitAbandoned("publisher process closed its pipe") from exc
         return reply
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
 
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):  # the child may be gone already
@@ -193,7 +204,7 @@ def _serve(
                 break
             try:
                 publisher.publish(*job)
-                conn.send(("done", ""))
+                conn.send(("done", repr(time.time())))
             except CommitAbandoned as exc:
                 conn.send(("abandoned", str(exc)))
     except (BrokenPipeError, OSError):
@@ -209,17 +220,19 @@ class Outbox:
         self,
         settings: KafkaSettings,
         consumer: KafkaConsumer,
-        runner: Runner,
+        new_runner: Callable[[], Runner],
         on_error: Callable[[Exception], None] = lambda exc: None,
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
-        self.runner = runner
+        self.new_runner = new_runner
+        self.runner = new_runner()
         self.on_error = on_error
         self.stopping = stopping
         self.transactional = settings.guarantee == "exactly_once"
         self.offsets: Offsets | None = None  # of the tick in flight
+        self.committed_at = 0.0  # wall-clock time the last settled tick was committed
 
     @property
     def pipelined(self) -> bool:
@@ -227,22 +240,31 @@ class Outbox:
         return self.transactional and isinstance(self.runner, ProcessRunner)
 
     def submit(self, result: TickResult, records: Sequence[SourceRecord]) -> None:
+        """Hand a tick over. A publisher process that died is replaced first (which
+        raises KafkaError while the brokers cannot be reached)."""
         assert self.offsets is None, "a tick is already in flight"
+        if not self.runner.alive():
+            log.warning("the publisher process is gone; starting a new one")
+            self.runner.close()
+            self.runner = self.new_runner()
         self.offsets = next_offsets(records)
         group = self.consumer.group_metadata() if self.transactional else None
         self.runner.submit(output_messages(result, self.settings), self.offsets, group)
 
-    def settle(self) -> None:
-        """Wait for the tick in flight to be published and its offsets committed; raises
-        CommitAbandoned when that could not be done in time."""
+    def settle(self) -> float:
+        """Wait for the tick in flight to be published and its offsets committed, and
+        return the wall-clock time that happened; raises CommitAbandoned when that could
+        not be done in time."""
         offsets, self.offsets = self.offsets, None
         if offsets is None:
-            return
-        self.runner.wait(self.on_error, self.stopping)
+            return self.committed_at
+        self.committed_at = self.runner.wait(self.on_error, self.stopping)
         if not self.transactional and offsets:
             retry_until_deadline(
                 lambda: self.consumer.commit(offsets), self.settings, self.on_error, self.stopping
             )
+            self.committed_at = time.time()
+        return self.committed_at
 
     def close(self) -> None:
         self.runner.close()

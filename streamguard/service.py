@@ -61,7 +61,7 @@ class Service:
         self.stopping = threading.Event()
         self.consumer: KafkaConsumer | None = None
         self.outbox: Outbox | None = None
-        # The tick submitted to the outbox and not yet settled, and when it was submitted.
+        # The tick submitted to the outbox and not yet settled, and when (wall clock).
         self.in_flight: tuple[dict[PartitionKey, list[SourceRecord]], TickResult, float] | None = (
             None
         )
@@ -99,8 +99,13 @@ class Service:
             try:
                 consumer = make_consumer(k)
                 consumer.subscribe([k.input_topic], listener=CommitOnRevoke(self._rebalanced))
-                runner = make_runner(k, self.settings.log_level, self.settings.log_format)
-                self.outbox = Outbox(k, consumer, runner, self._commit_error, self.stopping.is_set)
+                self.outbox = Outbox(
+                    k,
+                    consumer,
+                    lambda: make_runner(k, self.settings.log_level, self.settings.log_format),
+                    self._commit_error,
+                    self.stopping.is_set,
+                )
                 self.consumer = consumer
                 log.info(
                     "connected to %s, group %s, topic %s",
@@ -146,8 +151,16 @@ class Service:
         self.metrics.observe_tick(result, time.perf_counter() - started)
         if not self._settle(also_rewind=set(records)):
             return  # this tick is dropped with the one before it, and read again
-        self.outbox.submit(result, [r for tick in records.values() for r in tick])
-        self.in_flight = (records, result, time.perf_counter())
+        try:
+            self.outbox.submit(result, [r for tick in records.values() for r in tick])
+        except KafkaError as exc:  # no publisher: read the tick again once there is one
+            self._commit_error(exc)
+            log.warning("cannot publish (%r); rewinding to committed offsets", exc)
+            self.dirty = True
+            self._rewind(set(records))
+            self.stopping.wait(1.0)
+            return
+        self.in_flight = (records, result, time.time())
         if not self.outbox.pipelined:
             self._settle()
 
@@ -164,7 +177,7 @@ class Service:
         if revoking:
             log.info("settling the tick in flight before partitions move")
         try:
-            self.outbox.settle()
+            committed_at = self.outbox.settle()
         except CommitAbandoned as exc:
             self.dirty = True
             if self.stopping.is_set():
@@ -179,7 +192,7 @@ class Service:
                 )
                 self._rewind(set(records) | (also_rewind or set()))
             return False
-        self.metrics.commit_latency.observe(time.perf_counter() - submitted)
+        self.metrics.commit_latency.observe(max(committed_at - submitted, 0.0))
         for key, tick in records.items():
             self._advance(key, tick, live=True)
         self.on_tick(result)

@@ -152,3 +152,36 @@ def readyz(port: int) -> int:
         return e.code
     except OSError:
         return -1
+
+
+def publisher_pid(service_pid: int) -> int | None:
+    """The service's publisher child (spawned by multiprocessing), if it is running."""
+    from pathlib import Path
+
+    for children in Path(f"/proc/{service_pid}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"multiprocessing.spawn" in cmdline and b"resource_tracker" not in cmdline:
+                return int(pid)
+    return None
+
+
+def test_a_killed_publisher_process_is_replaced_and_nothing_is_lost(kafka_broker):
+    import os
+
+    names = topics()
+    stream = benign_stream(20_000, seed=9)
+    produce(names["events"], stream)
+    proc = start_service(names, env={"STREAMGUARD_KAFKA__MAX_POLL_RECORDS": "100"})
+    try:
+        wait_for(lambda: committed(names["group"], names["events"]) > 0, 120, "first commit")
+        first = publisher_pid(proc.pid)
+        assert first is not None, "no publisher process found"
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: committed(names["group"], names["events"]) >= len(stream), 120, "all")
+        assert publisher_pid(proc.pid) not in (None, first), "the publisher was not replaced"
+    finally:
+        log = stop(proc)
+    assert proc.returncode == 0, log
+    assert "the publisher process is gone; starting a new one" in log
+    assert_each_exactly_once(names, [e["event_id"] for e in stream], 0)
