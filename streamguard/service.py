@@ -229,8 +229,10 @@ class Service:
                 timeout = 0 if self.in_flight is not None else k.poll_timeout_ms
                 polled = self.consumer.poll(timeout_ms=timeout, max_records=size)
                 fresh = self._replay(self._align_assigned(to_source_records(polled)))
-                if not fresh and self.in_flight is not None and not had_records:
-                    return {}
+                if not fresh and self.in_flight is not None:
+                    if not had_records:
+                        return {}
+                    self._settle()  # finish the tick in flight before lingering for more
                 if fresh and not had_records:  # linger counts from the tick's first record
                     deadline = time.monotonic() + linger
                 self.partitions.add(fresh)
