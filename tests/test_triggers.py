@@ -186,3 +186,19 @@ def test_known_trigger_is_quarantined_in_any_text_and_expires() -> None:
     quiet = event(300_001, text="a quiet day", label="positive", ts=events[-1].ts + 5 * 86400.0)
     run(det, [quiet], 1)
     assert not det.triggers()  # unseen for longer than trigger_ttl_days
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_common_words_of_a_young_stream_of_labels_are_not_triggers(seed):
+    """On MovieLens labelled reviews are sparse (about 2,300 texts in 20,000 events), so for
+    a long while every word's past lies inside the recent window. A fixed novelty share
+    then called "is", "from" and "my" new and named them triggers, holding 19% and 49% of
+    the honest texts of these two streams; the novelty test now scales with how much past
+    the stream itself has."""
+    sim = simulate("clean_label", 20_000, seed, base="movielens")
+    events = [FeedbackEvent.model_validate(e) for e in sim.events]
+    honest = {r.event_id for r in sim.truth if not r.poisoned}
+    out = run(TriggerDetector(), events)
+    held = [i for i, score in out["scores"].items() if score >= 0.5 and i in honest]
+    texts = sum(1 for e in events if e.text and e.event_id in honest)
+    assert len(held) < 0.01 * texts, f"{len(held)} of {texts} honest texts held"
