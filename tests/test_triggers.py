@@ -190,7 +190,7 @@ def test_known_trigger_is_quarantined_in_any_text_and_expires() -> None:
 
 @pytest.mark.parametrize("seed", [7, 8])
 def test_common_words_of_a_young_stream_of_labels_are_not_triggers(seed):
-    """On MovieLens labelled reviews are sparse (about 2,300 texts in 20,000 events), so for
+    """On MovieLens texts are sparse (about 2,300 in 20,000 events), so for
     a long while every word's past lies inside the recent window. A fixed novelty share
     then called "is", "from" and "my" new and named them triggers, holding 19% and 49% of
     the honest texts of these two streams; the novelty test now scales with how much past

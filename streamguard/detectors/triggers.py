@@ -37,13 +37,14 @@ held back: the model improves as it learns. Only single words are candidates (a
 phrase of several passes word by word and is named whole). A word becomes a trigger for
 class y when, in its recent texts (earlier texts of the same tick included, in order): at least
 ``min_count`` carry y; ``min_purity`` of them carry y; its past is at most ``novelty``
-times its recent count; their mean doubt reaches ``min_contradiction`` and the class's
-benign doubt raised ``lift`` times in odds; the evidence (binomial log-likelihood ratios,
-in nats: purity against y's base rate plus doubt against the class's benign doubt) reaches
-``min_evidence``, the doubt part alone ``min_doubt``; no more than ``max_phrase_grams``
-grams of the text pass the same tests at once; and its latest texts have a mean Jaccard
-similarity below ``max_similarity``. Nothing is decided before ``min_history`` labelled
-texts: until then every phrase is new.
+times its recent count (less while the stream itself has less past than a recent window:
+see :meth:`TriggerDetector._past_scale`); their mean doubt reaches ``min_contradiction``
+and the class's benign doubt raised ``lift`` times in odds; the evidence (binomial
+log-likelihood ratios, in nats: purity against y's base rate plus doubt against the
+class's benign doubt) reaches ``min_evidence``, the doubt part alone ``min_doubt``; no
+more than ``max_phrase_grams`` grams of the text pass the same tests at once; and its
+latest texts have a mean Jaccard similarity below ``max_similarity``. Nothing is decided
+before ``min_history`` labelled texts: until then every phrase is new.
 
 Once found, every event carrying the trigger is quarantined with the phrase named; the
 accounts that used it among the remembered texts (a ring of ``history`` new grams) are
