@@ -111,7 +111,7 @@ def next_offsets(records: Sequence[SourceRecord]) -> dict[TopicPartition, Offset
 
 class Message(NamedTuple):
     """One output record. A tuple, because a tick's messages are pickled to the
-    publisher process (:mod:`streamguard.publisher`)."""
+    publisher process (:mod:`streamguard.outbox`)."""
 
     topic: str
     key: bytes | None

@@ -1,11 +1,13 @@
 """``streamguard run``: the long-running consumer-group member.
 
-The loop is poll -> process -> commit, one tick at a time, so a tick is always committed
-before the next poll. That is what keeps rebalances safe (partitions are only revoked
-inside ``poll``) and what bounds the time between polls: a tick is at most
-``max_poll_records`` records, a few milliseconds of work, far below
-``max_poll_interval_ms`` even while a commit is being retried (the retry deadline is half
-of it).
+The loop is poll -> process -> settle the tick before -> submit this one: a publisher
+(a child process by default, ``streamguard.outbox``) commits tick N while tick N+1 is
+polled and scored, and at most one tick is in flight. Rebalances stay safe because
+partitions are only revoked inside ``poll``, and the revoke hook settles the tick in flight
+before anything moves; with at-least-once every tick settles before the next poll. The
+time between polls stays bounded: a tick is at most ``max_poll_records`` records, a few
+milliseconds of work, far below ``max_poll_interval_ms`` even while a commit is being
+retried (the retry deadline is half of it).
 
 SIGTERM or Ctrl-C sets a flag; the current tick finishes, its outputs are committed, the
 clients close and the process exits 0. A broker that is down or goes away is retried with
