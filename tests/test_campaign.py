@@ -539,3 +539,32 @@ def test_a_group_without_creation_dates_needs_less_evidence_beyond_volume():
     strict = detector(undated_group_nats=12.0)
     run(strict, _crowd_gives_five(strip_dates=True).events)
     assert strict.campaigns() == []
+
+
+def test_honest_newcomers_one_step_off_on_a_target_busy_at_other_values_do_not_join():
+    """A target that established users rate often, but seldom at 5, is quiet at 5: a new
+    account giving it 5 after the push still joins. One giving it 4 does not: 4s are
+    common there, so one step off proves nothing (a sloppy fake one step off joins
+    through a target quiet at every value, as tested above)."""
+    s = Stream(seed=17)
+    s.benign(1000)
+    for k in range(40):  # a busy target: many 3s and 4s, no 5s
+        s.benign(25)
+        s.t += 30
+        s._add(f"u{k}", "i57", float(3 + k % 2), T0 - 400 * DAY)
+    s.attack("i57", 15, gap=30.0)
+    s.benign(400)  # the burst is over
+    newcomers = []
+    for k in range(30):
+        s.benign(30)
+        newcomers.append(name := f"n{k}")
+        s.t += 30
+        s._add(name, "i3", 4.0, math.nan)
+        s.t += 30
+        s._add(name, "i57", 4.0 if k % 10 else 5.0, math.nan)
+    _anonymous(s.events, set(newcomers) | s.fake)
+    det = detector()
+    run(det, s.events)
+    (camp,) = det.campaigns()
+    assert s.fake <= set(camp.members)
+    assert [n for n in newcomers if n in camp.members] == newcomers[::10]  # the 5s

@@ -35,10 +35,10 @@ quarantined outright) that then grows:
   active (``hold_hours`` of event time or ``hold_events`` rated events since its last
   activity), with the campaign id in the reason;
 - a new account that rates a quiet target (one honest rating at that extreme expected
-  over a hold, at most; or, while the burst goes on, one the campaign rates far faster
-  than honest users do, unless established raters have since made it popular) at or one
-  step off the campaign's extreme joins, as do such accounts seen one step off in the
-  opening window; on a busier
+  over a hold, at most, or one step off it one rating of any value; or, while the burst
+  goes on, one the campaign rates far faster than honest users do, unless established
+  raters have since made it popular) at or one step off the campaign's extreme joins, as
+  do such accounts seen one step off in the opening window; on a busier
   target (fewer than three expected from established accounts: one made busy by the
   push itself) only accounts whose creation date says they are new; on a popular item
   nobody joins, the campaign keeps its opening group. An account whose creation date says
@@ -564,12 +564,15 @@ class CampaignDetector:
         # proves nothing: the item may have grown popular.
         lasted = max(camp.last_clock - camp.start_clock, 1)
         members = max(len(camp.members), 1)
+        # One step off the extreme, both the pace and the quiet test below are judged
+        # against the target's ratings of any value: a 4 on an item rated 3 and 4 all day
+        # proves nothing, however seldom it gets a 5.
         honest = camp.target_all_rates.get(item_id, math.inf) if near else natural
         pacing = (
             tick.clock - camp.last_clock <= _GAPS * lasted / members
             and members >= _ODDS * honest * lasted
         )
-        quiet = (natural * self.hold_events < _QUIET or pacing) and not self._grew_popular(
+        quiet = (honest * self.hold_events < _QUIET or pacing) and not self._grew_popular(
             camp, item_id, item, side, tick.clock
         )
         settled = camp.target_established_rates.get(item_id, math.inf) * self.hold_events
