@@ -328,6 +328,7 @@ class SignalPlan:
     window_of: list[DriftWindow | None]
     provisional: np.ndarray  # counted as kept while simulating the tick
     event_keys: list[str] = field(default_factory=list)  # the key of each event
+    seqs: list[float] = field(default_factory=list)  # each event's number on its key
     drivers: list[Driver] = field(default_factory=list)
     alarms: list[tuple[str, DriftWindow]] = field(default_factory=list)  # windows opened
     alarm_count: int = 0  # Page-Hinkley alarms, re-alarms on an open window included
@@ -454,6 +455,7 @@ class KeyedDrift:
         g_n, g_mean, g_var = self.observed
         zeros = [0.0] * self.bins
         provisional: list[bool] = []
+        seqs: list[float] = []  # each event's sequence number on its key
         for i in range(m):
             key = keys[i]
             s = states[order[i]]
@@ -571,17 +573,14 @@ class KeyedDrift:
                 s[EW_MEAN] += incr
                 s[EW_VAR] = (1.0 - a) * (s[EW_VAR] + diff * incr)
             if seq >= WARMUP_EVENTS:
-                # the level at each side's change point, and the values seen since
+                # the level at each side's change point; the kept values since are
+                # counted below, with the kept counts
                 if s[INC_SEQ] == seq:
                     s[SNAP_UP] = s[EW_MEAN]
                     s[since_up : since_up + bins_n] = zeros
-                else:
-                    s[since_up + b] += 1.0
                 if s[DEC_SEQ] == seq:
                     s[SNAP_DOWN] = s[EW_MEAN]
                     s[since_down : since_down + bins_n] = zeros
-                else:
-                    s[since_down + b] += 1.0
             # what the key receives now, shift or not
             s[recent + b] += 1.0
             n_recent = s[recent_n] + 1.0
@@ -615,11 +614,19 @@ class KeyedDrift:
                     self._buffer(plan, i, key, s, seq, t, accounts[i], b, weights[i], hot)
             if not blamed:
                 # Counted as kept until the policy says otherwise (corrected at commit),
-                # so a key whose history arrives within one tick has a baseline too.
+                # so a key whose history arrives within one tick has a baseline too; so
+                # are the kept values since each side's change point, which the baseline
+                # takes out of the kept counts.
                 s[kept] += 1.0
                 s[kept + 1 + b] += 1.0
+                if seq > s[INC_SEQ]:
+                    s[since_up + b] += 1.0
+                if seq > s[DEC_SEQ]:
+                    s[since_down + b] += 1.0
             provisional.append(not blamed)
+            seqs.append(seq)
         plan.provisional = np.array(provisional, dtype=bool)
+        plan.seqs = seqs
         plan.observed = (g_n, g_mean, g_var)
         return plan
 
@@ -801,7 +808,9 @@ class KeyedDrift:
         """p0, an upper confidence bound of each of its shares, and the kept values behind.
 
         p0 is what the key received and kept before the change point (``since``: the
-        values seen after it, taken out), shrunk toward all keys' for short histories.
+        values kept after it, taken out; values another detector held were never in the
+        kept counts, so they must not come out of them), shrunk toward all keys' for
+        short histories.
         A share known from fifteen values is uncertain, so an event is blamed only for
         excess over what the baseline could plausibly be (``BASELINE_Z`` standard errors).
         """
@@ -850,9 +859,15 @@ class KeyedDrift:
         data = self.table.data
         if len(fix):
             rows = np.array([row_of[plan.event_keys[i]] for i in fix.tolist()], dtype=np.int64)
-            cols = self.kept_n + 1 + np.asarray(bins, dtype=np.int64)[fix]
-            np.add.at(data, (rows, cols), delta[fix])
+            b = np.asarray(bins, dtype=np.int64)[fix]
+            np.add.at(data, (rows, self.kept_n + 1 + b), delta[fix])
             np.add.at(data[:, self.kept_n], rows, delta[fix])
+            # Values since a change point are kept values too: the baseline takes them out
+            # of the kept counts, so a quarantined push must not take honest values out.
+            seq = np.asarray(plan.seqs)[fix]
+            for first, change in ((self.since_up, INC_SEQ), (self.since_down, DEC_SEQ)):
+                after = seq > data[rows, change]
+                np.add.at(data, (rows[after], first + b[after]), delta[fix][after])
         touched = np.asarray(plan.rows, dtype=np.int64)
         full = touched[data[touched, self.kept_n] >= 2.0 * self.baseline_events]
         if len(full):
