@@ -33,7 +33,9 @@ from streamguard.config import Settings
 from streamguard.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 4  # 4: packed release log, histogram slots; 3: raw values only; 2: per partition
+# 5: drift's counts since a change point hold kept values only; 4: packed release log,
+# histogram slots; 3: raw values only; 2: per partition
+FORMAT_VERSION = 5
 
 Offsets = dict[tuple[str, int], int]
 
