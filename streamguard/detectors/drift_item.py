@@ -851,8 +851,8 @@ class KeyedDrift:
         return evicted
 
     def _learn_kept(self, plan: SignalPlan, bins: Sequence[int], kept: Sequence[bool]) -> None:
-        """Correct the provisional kept counts to the policy's decision (vectorised), and
-        halve a key's counts when they fill up."""
+        """Correct the provisional kept counts (and kept values since the change points)
+        to the policy's decision (vectorised), and halve a key's counts when they fill up."""
         delta = np.asarray(kept, dtype=np.float64) - plan.provisional
         fix = np.flatnonzero(delta)
         row_of = dict(zip(plan.keys, plan.rows, strict=True))
@@ -872,6 +872,7 @@ class KeyedDrift:
         full = touched[data[touched, self.kept_n] >= 2.0 * self.baseline_events]
         if len(full):
             data[full, self.kept_n : self.kept_n + 1 + self.bins] *= 0.5
+            data[full, SINCE : SINCE + 2 * self.bins] *= 0.5  # kept values too: same scale
 
     def _learn_prior(self, bins: Sequence[int], kept: Sequence[bool]) -> None:
         counts = np.bincount(
