@@ -568,3 +568,28 @@ def test_honest_newcomers_one_step_off_on_a_target_busy_at_other_values_do_not_j
     (camp,) = det.campaigns()
     assert s.fake <= set(camp.members)
     assert [n for n in newcomers if n in camp.members] == newcomers[::10]  # the 5s
+
+
+def test_stragglers_on_a_quiet_target_join_but_do_not_hold_the_campaign_open():
+    """After the burst, honest first-time users (no creation dates) now and then give the
+    pushed item the campaign's extreme. One within the hold joins (the target looks
+    quiet), but a straggler is no burst: only joins at the burst's pace (or by accounts
+    new by their creation date) keep the campaign active, so it closes a hold after the
+    burst instead of being carried on from one straggler to the next."""
+    s = Stream(seed=18)
+    s.benign(2000)
+    s.attack("i57", 15)
+    stragglers = []
+    for k in range(8):
+        s.benign(300, gap=400.0)  # 300 rated events, 33 hours: each within a hold of the last
+        stragglers.append(name := f"s{k}")
+        s.t += 30
+        s._add(name, "i3", 4.0, math.nan)
+        s.t += 30
+        s._add(name, "i57", 5.0, math.nan)
+    _anonymous(s.events, set(stragglers) | s.fake)
+    det = detector()
+    run(det, s.events)
+    (camp,) = det.campaigns()
+    assert s.fake <= set(camp.members)
+    assert [n for n in stragglers if n in camp.members] == stragglers[:1]

@@ -33,7 +33,9 @@ quarantined outright) that then grows:
   sock puppets are small; a real MovieLens user in a 300-film sitting is not;
 - every later event of a member within that cap is quarantined while the campaign is
   active (``hold_hours`` of event time or ``hold_events`` rated events since its last
-  activity), with the campaign id in the reason;
+  activity: its opening, a further target, or a join at the burst's pace or by an
+  account new by its creation date; a straggler's join does not count), with the
+  campaign id in the reason;
 - a new account that rates a quiet target (one honest rating at that extreme expected
   over a hold, at most, or one step off it one rating of any value; or, while the burst
   goes on, one the campaign rates far faster than honest users do, unless established
@@ -588,8 +590,13 @@ class CampaignDetector:
             or (young and settled < _BUSY)
         ):
             camp = self._writable(tick, camp)
-            camp.last_ts = max(camp.last_ts, ts)
-            camp.last_clock = tick.clock
+            if pacing or young:
+                # Only a join at the burst's pace, or by an account new by its creation
+                # date, keeps the campaign active: a straggler on a target that only looks
+                # quiet (an honest fan of a film pushed long ago) joins but must not hold
+                # the campaign open for the next one.
+                camp.last_ts = max(camp.last_ts, ts)
+                camp.last_clock = tick.clock
             camp.members[acc.id] = ts
             tick.members[acc.id] = camp.id
             flags[acc.id] = self._flag(camp, acc, member=True, ts=ts)
@@ -938,9 +945,10 @@ class CampaignDetector:
         return acc.before == 0
 
     def _active(self, camp: Campaign, ts: float, clock: int) -> bool:
-        """Open while its members keep acting: for ``hold_hours`` of event time or
+        """Open while the push goes on: for ``hold_hours`` of event time or
         ``hold_events`` rated events after its last activity, whichever is longer (not
-        longer for having lasted: a target that grew popular must not keep it open)."""
+        longer for having lasted: a target that grew popular must not keep it open; nor
+        do stragglers, see :meth:`_grow`)."""
         return (
             ts - camp.last_ts <= self.hold_hours * 3600.0
             or clock - camp.last_clock <= self.hold_events
