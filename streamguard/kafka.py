@@ -258,20 +258,18 @@ class Publisher:
         offsets: dict[TopicPartition, OffsetAndMetadata],
         group: ConsumerGroupMetadata | None,
     ) -> None:
-        partitions = self._partitions(messages)
         if self.transactional:
             self.producer.begin_transaction()
-            for (topic, key, value), partition in zip(messages, partitions, strict=True):
-                self.producer.send(topic, key=key, value=value, partition=partition)
+        futures = [
+            self.producer.send(t, key=k, value=v, partition=p)
+            for (t, k, v), p in zip(messages, self._partitions(messages), strict=True)
+        ]
+        if self.transactional:  # the commit flushes the sends
             if offsets:
                 self.producer.send_offsets_to_transaction(offsets, group)
             self.producer.commit_transaction()
             return
         timeout = self.settings.request_timeout_ms / 1000.0
-        futures = [
-            self.producer.send(t, key=k, value=v, partition=p)
-            for (t, k, v), p in zip(messages, partitions, strict=True)
-        ]
         self.producer.flush(timeout=timeout)
         for f in futures:
             f.get(timeout=timeout)
