@@ -13,7 +13,7 @@ from streamguard.detectors.slow_push import SlowPushDetector
 from streamguard.detectors.triggers import TriggerDetector
 from streamguard.events import RatingScale
 from streamguard.features import FeatureConfig, FeatureState
-from streamguard.pipeline import RELEASES_PER_ACCOUNT, Pipeline, ReleaseLog
+from streamguard.pipeline import Pipeline, ReleaseLog
 from streamguard.policy import Policy, PolicyConfig
 
 DAY = 86400.0
@@ -82,5 +82,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
             p.rating_low, p.rating_high, p.max_accounts, p.max_items, p.state_ttl_days * DAY
         )
     )
-    releases = ReleaseLog(p.max_accounts, RELEASES_PER_ACCOUNT, p.revocation_window_days * DAY)
+    releases = ReleaseLog(
+        p.max_accounts, p.revocable_releases_per_account, p.revocation_window_days * DAY
+    )
     return Pipeline(detectors, policy, features, RatingScale(p.rating_low, p.rating_high), releases)

@@ -28,6 +28,7 @@ from streamguard.detectors.duplicates import NearDuplicateSettings
 from streamguard.detectors.label_flip import LabelFlipSettings
 from streamguard.detectors.slow_push import SlowPushSettings
 from streamguard.detectors.triggers import TriggerSettings
+from streamguard.pipeline import RELEASES_PER_ACCOUNT
 
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("streamguard_config_file", default=None)
 
@@ -91,6 +92,9 @@ class PipelineSettings(_Section):
     # How far back a late finding can revoke releases. The log keeps every clean event of
     # the window (about 350 bytes each), so memory is traffic per day x this.
     revocation_window_days: float = Field(14.0, gt=0)
+    # How many of an account's latest releases in that window a late finding can revoke:
+    # enough for a fake's whole burst. Memory is bounded by max_accounts x this x 350 bytes.
+    revocable_releases_per_account: int = Field(RELEASES_PER_ACCOUNT, ge=1)
 
     @model_validator(mode="after")
     def _scale(self) -> PipelineSettings:

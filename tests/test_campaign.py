@@ -12,11 +12,12 @@ from factories import event, records
 from pydantic import ValidationError
 
 from streamguard.campaigns import Campaign
+from streamguard.config import PipelineSettings
 from streamguard.detectors.base import Batch
 from streamguard.detectors.campaign import CampaignDetector, CampaignSettings
 from streamguard.detectors.lockstep import SideGroup, binom_logsf, gamma_poisson_logsf
 from streamguard.events import Action, FeedbackEvent
-from streamguard.pipeline import Pipeline
+from streamguard.pipeline import RELEASES_PER_ACCOUNT, Pipeline
 from streamguard.policy import Policy, PolicyConfig
 
 T0 = 1_700_000_000.0
@@ -252,6 +253,20 @@ def test_ticks_of_one_and_of_five_hundred_take_out_the_same_events():
     target_fives = {e["event_id"] for e in s.events if e["item_id"] == "i53" and e["rating"] == 5}
     assert (one ^ many) <= target_fives and len(one ^ many) <= 2
     assert (one | many) - fake_ids <= target_fives
+
+
+def test_a_campaign_found_late_takes_back_each_earlier_members_whole_burst():
+    """Fakes of a MovieLens-sized profile rate dozens of items in their burst; a group
+    found at a later member must revoke all of each earlier member's releases, which the
+    default revocation depth allows (32 left 92 of these 920 fake events out)."""
+    assert PipelineSettings().revocable_releases_per_account == RELEASES_PER_ACCOUNT
+    s = Stream(seed=11)
+    s.benign(1500)
+    s.attack("i57", 20, filler=45)
+    s.benign(200)
+    fake_ids = {e["event_id"] for e in s.events if e["account_id"] in s.fake}
+    out = _final_out(s.events, 100)
+    assert out >= fake_ids and not out - fake_ids
 
 
 def test_revocation_through_the_pipeline_tombstones_earlier_clean_releases():
