@@ -48,6 +48,7 @@ class Campaign:
     target_rates: dict[str, float] = field(default_factory=dict)
     target_established_rates: dict[str, float] = field(default_factory=dict)
     target_all_rates: dict[str, float] = field(default_factory=dict)  # ratings of any value
+    target_established_all_rates: dict[str, float] = field(default_factory=dict)
     # Each target's stream clock and established raters' count at its extreme when it
     # became one, to notice an item that has since grown popular.
     target_baselines: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -77,6 +78,7 @@ class Campaign:
             dict(self.target_rates),
             dict(self.target_established_rates),
             dict(self.target_all_rates),
+            dict(self.target_established_all_rates),
             dict(self.target_baselines),
         )
 

@@ -33,9 +33,10 @@ from streamguard.config import Settings
 from streamguard.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-# 5: drift's counts since a change point hold kept values only; 4: packed release log,
-# histogram slots; 3: raw values only; 2: per partition
-FORMAT_VERSION = 5
+# 6: campaigns keep each target's established rate at any value; 5: drift's counts since
+# a change point hold kept values only; 4: packed release log, histogram slots; 3: raw
+# values only; 2: per partition
+FORMAT_VERSION = 6
 
 Offsets = dict[tuple[str, int], int]
 

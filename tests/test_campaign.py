@@ -585,6 +585,36 @@ def test_honest_newcomers_one_step_off_on_a_target_busy_at_other_values_do_not_j
     assert [n for n in newcomers if n in camp.members] == newcomers[::10]  # the 5s
 
 
+def test_young_accounts_one_step_off_on_a_target_established_users_rate_often_do_not_join():
+    """Accounts new by their creation date join through a target that only new accounts
+    keep busy; one step off the extreme, "busy" counts established raters' ratings of
+    any value, as the quiet test does, once the burst is over (while it goes on, a 4 may
+    be a sloppy fake's). Traced on synthetic shilling_bandwagon seed 7:
+    honest young users' 4s on a pushed item that established users rate all day joined
+    for 68 hours (16 honest members, 239 honest events held)."""
+    s = Stream(seed=19)
+    s.benign(1000)
+    for k in range(40):  # established users rate the target often: 3s and 4s, no 5s
+        s.benign(25)
+        s.t += 30
+        s._add(f"u{k}", "i57", float(3 + k % 2), T0 - 400 * DAY)
+    s.attack("i57", 15, gap=30.0)
+    s.benign(400)  # the burst is over; its pace vouches for nobody
+    newcomers = []
+    for k in range(30):
+        s.benign(30)
+        newcomers.append(name := f"n{k}")
+        s.t += 30
+        s._add(name, "i3", 4.0, s.t - 2 * DAY)
+        s.t += 30
+        s._add(name, "i57", 5.0 if k == 29 else 4.0, s.t - 2 * DAY)
+    det = detector()
+    run(det, s.events)
+    (camp,) = det.campaigns()
+    assert s.fake <= set(camp.members)
+    assert [n for n in newcomers if n in camp.members] == newcomers[-1:]  # the 5
+
+
 def test_stragglers_on_a_quiet_target_join_but_do_not_hold_the_campaign_open():
     """After the burst, honest first-time users (no creation dates) now and then give the
     pushed item the campaign's extreme. One within the hold joins (the target looks

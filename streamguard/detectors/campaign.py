@@ -42,7 +42,9 @@ quarantined outright) that then grows:
   raters have since made it popular) at or one step off the campaign's extreme joins, as
   do such accounts seen one step off in the opening window; on a busier
   target (fewer than three expected from established accounts: one made busy by the
-  push itself) only accounts whose creation date says they are new; on a popular item
+  push itself) only accounts whose creation date says they are new (one step off the
+  extreme, after the burst, only if established accounts seldom rate it at any value);
+  on a popular item
   nobody joins, the campaign keeps its opening group. An account whose creation date says
   it is old joins only with the exact extreme on a quiet target and in its first sitting
   in the stream (a dormant account woken for the cause, as rallied bombers are); one the
@@ -570,15 +572,18 @@ class CampaignDetector:
         # against the target's ratings of any value: a 4 on an item rated 3 and 4 all day
         # proves nothing, however seldom it gets a 5.
         honest = camp.target_all_rates.get(item_id, math.inf) if near else natural
-        pacing = (
-            tick.clock - camp.last_clock <= _GAPS * lasted / members
-            and members >= _ODDS * honest * lasted
-        )
+        burst = tick.clock - camp.last_clock <= _GAPS * lasted / members
+        pacing = burst and members >= _ODDS * honest * lasted
         quiet = (honest * self.hold_events < _QUIET or pacing) and not self._grew_popular(
             camp, item_id, item, side, tick.clock
         )
         settled = camp.target_established_rates.get(item_id, math.inf) * self.hold_events
         young = acc.created == acc.created and fresh  # new by its creation date
+        # One step off the extreme on a target established users rate often at any value,
+        # a young account is a sloppy fake only while the burst goes on; after it, an
+        # honest newcomer's 4 (and such a join holds nothing open).
+        busy_any = camp.target_established_all_rates.get(item_id, math.inf) * self.hold_events
+        plain = near and busy_any >= _BUSY
         # Through a quiet target join new accounts (also one step off the extreme: sloppy
         # fakes) and small ones with the exact extreme, of unknown age or old but woken for
         # the cause (see _woken); through a target that only looks busy because of new
@@ -587,10 +592,10 @@ class CampaignDetector:
         # rating of the target is quarantined.
         if capped and (
             (quiet and (fresh or (not near and (unknown or self._woken(acc)))))
-            or (young and settled < _BUSY)
+            or (young and settled < _BUSY and (burst or not plain))
         ):
             camp = self._writable(tick, camp)
-            if pacing or young:
+            if pacing or (young and not plain):
                 # Only a join at the burst's pace, or by an account new by its creation
                 # date, keeps the campaign active: a straggler on a target that only looks
                 # quiet (an honest fan of a film pushed long ago) joins but must not hold
@@ -644,6 +649,7 @@ class CampaignDetector:
         natural = evidence["natural_rate"]
         established = evidence["established_rate"]
         any_value = evidence.pop("any_rate")
+        established_any = evidence.pop("established_any_rate")
         e_side = item.e_high if side == HIGH else item.e_low
         overlap = self._overlapping(tick, members, side)
         if overlap is not None:
@@ -658,6 +664,7 @@ class CampaignDetector:
             camp.target_established_rates[item_id] = established
             camp.target_baselines[item_id] = (tick.clock, e_side)
             camp.target_all_rates[item_id] = any_value
+            camp.target_established_all_rates[item_id] = established_any
         else:
             camp = Campaign(
                 id=f"lockstep-{tick.next_id}",
@@ -676,6 +683,7 @@ class CampaignDetector:
                 target_established_rates={item_id: established},
                 target_baselines={item_id: (tick.clock, e_side)},
                 target_all_rates={item_id: any_value},
+                target_established_all_rates={item_id: established_any},
             )
             tick.next_id += 1
             tick.campaigns[camp.id] = camp
@@ -859,6 +867,7 @@ class CampaignDetector:
                 # short while is not known to be busy.
                 settled = max(learned_group - lo - fresh.count(1, lo, learned_group), 0)
                 established = (0.5 + max(e_side - settled, 0.0)) / rate
+                established_any = (0.5 + max(item.e_all * decay - settled, 0.0)) / rate
                 everyone = shape / rate
                 any_value = (0.5 + max(c_all - learned_group + lo, 0.0)) / rate
                 best = (j, nats, {
@@ -869,6 +878,7 @@ class CampaignDetector:
                     "shared_nats": s_shared, "nats": nats,
                     "natural_rate": max(everyone, established),
                     "established_rate": established, "any_rate": any_value,
+                    "established_any_rate": established_any,
                 })  # fmt: skip
         return best
 
