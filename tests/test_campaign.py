@@ -615,6 +615,32 @@ def test_young_accounts_one_step_off_on_a_target_established_users_rate_often_do
     assert [n for n in newcomers if n in camp.members] == newcomers[-1:]  # the 5
 
 
+def test_one_step_off_the_extreme_is_a_step_of_the_streams_own_scale():
+    """On a half-star scale one step below 5 is 4.5; a 4 is two steps off, and the
+    commonest honest MovieLens rating. Read as one step, honest first-time users' 4s on a
+    pushed quiet film joined (MovieLens shilling rows, seed 6: FPR up to 1.42%)."""
+    s = Stream(seed=20)
+    s.benign(1000)
+    for k in range(20):  # the stream uses half stars
+        s.t += 30
+        s._add(s.users[k], s.items[k % 5], 3.5 if k % 2 else 4.5, T0 - 400 * DAY)
+    s.attack("x1", 15, gap=30.0)
+    newcomers = []
+    for k in range(8):
+        s.benign(20)
+        newcomers.append(name := f"n{k}")
+        s.t += 30
+        s._add(name, "i3", 3.0, math.nan)
+        s.t += 30
+        s._add(name, "x1", 4.5 if k % 4 == 3 else 4.0, math.nan)
+    _anonymous(s.events, set(newcomers) | s.fake)
+    det = detector()
+    run(det, s.events)
+    (camp,) = det.campaigns()
+    assert s.fake <= set(camp.members)
+    assert [n for n in newcomers if n in camp.members] == ["n3", "n7"]  # the 4.5s
+
+
 def test_stragglers_on_a_quiet_target_join_but_do_not_hold_the_campaign_open():
     """After the burst, honest first-time users (no creation dates) now and then give the
     pushed item the campaign's extreme. One within the hold joins (the target looks

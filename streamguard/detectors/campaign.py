@@ -44,8 +44,9 @@ quarantined outright) that then grows:
   target (fewer than three expected from established accounts: one made busy by the
   push itself) only accounts whose creation date says they are new (one step off the
   extreme, after the burst, only if established accounts seldom rate it at any value);
-  on a popular item
-  nobody joins, the campaign keeps its opening group. An account whose creation date says
+  on a popular item nobody joins, the campaign keeps its opening group. "One step off"
+  is a step of the stream's own scale: the nearest value to the extreme it has used
+  (4 on whole stars, 4.5 on half stars). An account whose creation date says
   it is old joins only with the exact extreme on a quiet target and in its first sitting
   in the stream (a dormant account woken for the cause, as rallied bombers are); one the
   stream already knew may be a real user who agrees: its exact extreme on a quiet target
@@ -359,6 +360,10 @@ class CampaignDetector:
         self._member_of: dict[str, str] = {}
         self._targets: dict[tuple[str, int], str] = {}
         self._clock = 0  # rated events seen (the stream clock)
+        # One step off each extreme on the stream's own scale: the gap to the nearest value
+        # the stream has used (1 on whole stars, 0.5 on half stars). Read as a whole unit,
+        # a half-star stream's 4s (its commonest rating) would count as a sloppy fake's.
+        self._steps = (1.0, 1.0)  # below the top, above the bottom
         self._learned = 0  # kept rated events learned
         self._next_id = 1
         self._opened_total = 0
@@ -417,6 +422,7 @@ class CampaignDetector:
         self._pending = None
         self._commit(tick)
         self._learn(batch, keep, tick)
+        self._learn_steps(batch.rating)
         if len(batch):
             self._expire(float(batch.ts.max()))
 
@@ -435,6 +441,7 @@ class CampaignDetector:
         fresh_age = self.fresh_age_days * DAY
         fresh_history = self.fresh_history
         high, low = self.rating_high, self.rating_low
+        step_high, step_low = self._steps
         ring_size, min_accounts = self.ring_size, self.min_accounts
         armed = self._learned >= self.warmup_events
         rating = batch.rating.tolist()
@@ -496,9 +503,9 @@ class CampaignDetector:
                 side, near = HIGH, False
             elif r <= low:
                 side, near = LOW, False
-            elif r >= high - 1.0:
+            elif r >= high - step_high:
                 side, near = HIGH, True
-            elif r <= low + 1.0:
+            elif r <= low + step_low:
                 side, near = LOW, True
             else:
                 side, near = MIDDLE, False
@@ -926,6 +933,18 @@ class CampaignDetector:
                 self._mark(tick, i, camp, f"rated a target of {camp.summary()}")
 
     # ------------------------------------------------------------------ helpers
+
+    def _learn_steps(self, rating: np.ndarray) -> None:
+        """Narrow the steps off the extremes to the nearest values the tick used."""
+        high, low = self.rating_high, self.rating_low
+        below = rating[rating < high]  # NaN (no rating) compares false both ways
+        above = rating[rating > low]
+        step_high, step_low = self._steps
+        if len(below):
+            step_high = min(step_high, high - float(below.max()))
+        if len(above):
+            step_low = min(step_low, float(above.min()) - low)
+        self._steps = (step_high, step_low)
 
     def _mark(self, tick: _Tick, i: int, camp: Campaign, detail: str) -> None:
         if tick.scores.scores[i] >= camp.score:
