@@ -93,7 +93,8 @@ class PipelineSettings(_Section):
     # the window (about 350 bytes each), so memory is traffic per day x this.
     revocation_window_days: float = Field(14.0, gt=0)
     # How many of an account's latest releases in that window a late finding can revoke:
-    # enough for a fake's whole burst. Memory is bounded by max_accounts x this x 350 bytes.
+    # enough for a fake's whole burst. The log never holds more than the window's traffic,
+    # nor more than max_accounts x this releases.
     revocable_releases_per_account: int = Field(RELEASES_PER_ACCOUNT, ge=1)
 
     @model_validator(mode="after")
