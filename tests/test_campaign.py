@@ -641,6 +641,27 @@ def test_one_step_off_the_extreme_is_a_step_of_the_streams_own_scale():
     assert [n for n in newcomers if n in camp.members] == ["n3", "n7"]  # the 4.5s
 
 
+def test_a_push_found_late_on_a_busier_target_takes_in_its_first_account_at_the_bursts_pace():
+    """The window is the push's densest stretch, not its start: on a target some honest
+    users like, its first account, a short pause before the rest, fell outside it and
+    kept its releases (MovieLens no_metadata seed 5: the first two of 20 fakes). Accounts
+    still at the burst's pace before the window belong to it; one well before does not."""
+    for pause, first_joins in ((30, True), (80, False)):
+        s = Stream(seed=21)
+        s.benign(1500)
+        s.attack("i5", 1, prefix="early")
+        s.benign(pause)
+        s.attack("i5", 20)
+        s.benign(200)
+        _anonymous(s.events, s.fake)
+        det = detector()
+        run(det, s.events)
+        (camp,) = det.campaigns()
+        assert camp.evidence["natural_rate"] * det.hold_events >= 1.0  # not a quiet target
+        assert {f"f{k}" for k in range(20)} <= set(camp.members) <= s.fake
+        assert ("early0" in camp.members) is first_joins
+
+
 def test_stragglers_on_a_quiet_target_join_but_do_not_hold_the_campaign_open():
     """After the burst, honest first-time users (no creation dates) now and then give the
     pushed item the campaign's extreme. One within the hold joins (the target looks

@@ -700,10 +700,21 @@ class CampaignDetector:
         camp.last_clock = tick.clock
         # Accounts just before the window belong to the push too (the window is its most
         # surprising stretch, not its start): on a quiet item new and small accounts as far
-        # back again as the window is long; anywhere, accounts young by their creation date.
+        # back again as the window is long, on a busier one those still at the burst's
+        # pace (each within _GAPS of its typical gaps of the next: a push found late may
+        # leave its first account out of its densest stretch); anywhere, accounts young
+        # by their creation date.
         quiet = natural * self.hold_events < _QUIET
-        reach = group.clock[lo] - (tick.clock - group.clock[lo]) if quiet else math.inf
         first_k = bisect_left(group.clock, first)
+        reach: float
+        if quiet:
+            reach = group.clock[lo] - (tick.clock - group.clock[lo])
+        else:
+            gap = _GAPS * (tick.clock - group.clock[lo]) / max(len(group) - lo, 1)
+            back = lo
+            while back > first_k and group.clock[back] - group.clock[back - 1] <= gap:
+                back -= 1
+            reach = group.clock[back] if back < lo else math.inf
         views = [self._account_view(tick, a) for a in group.who]
         # New members act like the group's typical new account: at most three times as much.
         sizes = [a.n for a, f in zip(views[lo:], group.fresh[lo:], strict=True) if a and f]
