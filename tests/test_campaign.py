@@ -64,6 +64,21 @@ class Stream:
             self.t += gap / (filler + 1)
             self._add(name, target, value, self.t - 3 * DAY, ip=f"10.0.0.{a % 3}")
 
+    def newcomer(self, account: str, item: str, rating: float, created: float,
+                 filler: float = 4.0) -> None:  # fmt: skip
+        """An account the stream first sees now: one filler rating, then ``item``."""
+        self.t += 30
+        self._add(account, "i3", filler, created)
+        self.t += 30
+        self._add(account, item, rating, created)
+
+    def busy_target(self, item: str, raters: int = 40) -> None:
+        """Established users rate ``item`` often, 3s and 4s and no 5s, amid other traffic."""
+        for k in range(raters):
+            self.benign(25)
+            self.t += 30
+            self._add(f"u{k}", item, float(3 + k % 2), T0 - 400 * DAY)
+
     def launch(self, item: str, raters: int, gap: float = 30.0) -> None:
         """Established users flock to a new item with a natural spread of ratings."""
         picks = self.rng.choice(len(self.users), raters, replace=False)
@@ -494,11 +509,7 @@ def test_late_detection_revokes_every_earlier_clean_event_of_the_members():
 
 def _rallied(s: Stream, account: str, item: str, rating: float) -> None:
     """An account created long ago that the stream first sees now: a filler, the target."""
-    created = T0 - 900 * DAY
-    s.t += 30
-    s._add(account, "i3", 4.0, created)
-    s.t += 30
-    s._add(account, item, rating, created)
+    s.newcomer(account, item, rating, T0 - 900 * DAY)
 
 
 def test_an_old_account_woken_to_give_the_target_the_campaigns_extreme_joins():
@@ -563,20 +574,14 @@ def test_honest_newcomers_one_step_off_on_a_target_busy_at_other_values_do_not_j
     through a target quiet at every value, as tested above)."""
     s = Stream(seed=17)
     s.benign(1000)
-    for k in range(40):  # a busy target: many 3s and 4s, no 5s
-        s.benign(25)
-        s.t += 30
-        s._add(f"u{k}", "i57", float(3 + k % 2), T0 - 400 * DAY)
+    s.busy_target("i57")
     s.attack("i57", 15, gap=30.0)
     s.benign(400)  # the burst is over
     newcomers = []
     for k in range(30):
         s.benign(30)
         newcomers.append(name := f"n{k}")
-        s.t += 30
-        s._add(name, "i3", 4.0, math.nan)
-        s.t += 30
-        s._add(name, "i57", 4.0 if k % 10 else 5.0, math.nan)
+        s.newcomer(name, "i57", 4.0 if k % 10 else 5.0, math.nan)
     _anonymous(s.events, set(newcomers) | s.fake)
     det = detector()
     run(det, s.events)
@@ -594,20 +599,14 @@ def test_young_accounts_one_step_off_on_a_target_established_users_rate_often_do
     for 68 hours (16 honest members, 239 honest events held)."""
     s = Stream(seed=19)
     s.benign(1000)
-    for k in range(40):  # established users rate the target often: 3s and 4s, no 5s
-        s.benign(25)
-        s.t += 30
-        s._add(f"u{k}", "i57", float(3 + k % 2), T0 - 400 * DAY)
+    s.busy_target("i57")
     s.attack("i57", 15, gap=30.0)
     s.benign(400)  # the burst is over; its pace vouches for nobody
     newcomers = []
     for k in range(30):
         s.benign(30)
         newcomers.append(name := f"n{k}")
-        s.t += 30
-        s._add(name, "i3", 4.0, s.t - 2 * DAY)
-        s.t += 30
-        s._add(name, "i57", 5.0 if k == 29 else 4.0, s.t - 2 * DAY)
+        s.newcomer(name, "i57", 5.0 if k == 29 else 4.0, s.t - 2 * DAY)
     det = detector()
     run(det, s.events)
     (camp,) = det.campaigns()
@@ -629,10 +628,7 @@ def test_one_step_off_the_extreme_is_a_step_of_the_streams_own_scale():
     for k in range(8):
         s.benign(20)
         newcomers.append(name := f"n{k}")
-        s.t += 30
-        s._add(name, "i3", 3.0, math.nan)
-        s.t += 30
-        s._add(name, "x1", 4.5 if k % 4 == 3 else 4.0, math.nan)
+        s.newcomer(name, "x1", 4.5 if k % 4 == 3 else 4.0, math.nan, filler=3.0)
     _anonymous(s.events, set(newcomers) | s.fake)
     det = detector()
     run(det, s.events)
@@ -675,10 +671,7 @@ def test_stragglers_on_a_quiet_target_join_but_do_not_hold_the_campaign_open():
     for k in range(8):
         s.benign(300, gap=400.0)  # 300 rated events, 33 hours: each within a hold of the last
         stragglers.append(name := f"s{k}")
-        s.t += 30
-        s._add(name, "i3", 4.0, math.nan)
-        s.t += 30
-        s._add(name, "i57", 5.0, math.nan)
+        s.newcomer(name, "i57", 5.0, math.nan)
     _anonymous(s.events, set(stragglers) | s.fake)
     det = detector()
     run(det, s.events)
