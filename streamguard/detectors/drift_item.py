@@ -860,14 +860,15 @@ class KeyedDrift:
         if len(fix):
             rows = np.array([row_of[plan.event_keys[i]] for i in fix.tolist()], dtype=np.int64)
             b = np.asarray(bins, dtype=np.int64)[fix]
-            np.add.at(data, (rows, self.kept_n + 1 + b), delta[fix])
-            np.add.at(data[:, self.kept_n], rows, delta[fix])
+            d = delta[fix]
+            np.add.at(data, (rows, self.kept_n + 1 + b), d)
+            np.add.at(data[:, self.kept_n], rows, d)
             # Values since a change point are kept values too: the baseline takes them out
             # of the kept counts, so a quarantined push must not take honest values out.
             seq = np.asarray(plan.seqs)[fix]
             for first, change in ((self.since_up, INC_SEQ), (self.since_down, DEC_SEQ)):
                 after = seq > data[rows, change]
-                np.add.at(data, (rows[after], first + b[after]), delta[fix][after])
+                np.add.at(data, (rows[after], first + b[after]), d[after])
         touched = np.asarray(plan.rows, dtype=np.int64)
         full = touched[data[touched, self.kept_n] >= 2.0 * self.baseline_events]
         if len(full):
