@@ -13,6 +13,7 @@ from streamguard.detectors.slow_push import SlowPushDetector
 from streamguard.detectors.triggers import TriggerDetector
 from streamguard.events import RatingScale
 from streamguard.features import FeatureConfig, FeatureState
+from streamguard.gc_tuning import tune_collector
 from streamguard.pipeline import Pipeline, ReleaseLog
 from streamguard.policy import Policy, PolicyConfig
 
@@ -65,7 +66,9 @@ def build_detectors(settings: Settings) -> tuple[list[Detector], list[str], list
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
+    """The pipeline the settings describe; also sets this process's garbage collector for it."""
     p = settings.pipeline
+    tune_collector(p.gc_gen0_threshold)
     detectors, calibrated, decisive = build_detectors(settings)
     policy = Policy(
         calibrated,

@@ -28,6 +28,7 @@ from streamguard.detectors.duplicates import NearDuplicateSettings
 from streamguard.detectors.label_flip import LabelFlipSettings
 from streamguard.detectors.slow_push import SlowPushSettings
 from streamguard.detectors.triggers import TriggerSettings
+from streamguard.gc_tuning import GEN0_THRESHOLD
 from streamguard.pipeline import RELEASES_PER_ACCOUNT
 
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("streamguard_config_file", default=None)
@@ -96,6 +97,10 @@ class PipelineSettings(_Section):
     # enough for a fake's whole burst. The log never holds more than the window's traffic,
     # nor more than max_accounts x this releases.
     revocable_releases_per_account: int = Field(RELEASES_PER_ACCOUNT, ge=1)
+    # Python's cyclic collector runs after this many new container objects (CPython's
+    # default, 700, runs it several times a tick; see streamguard/gc_tuning.py). 0 leaves
+    # the process's own setting.
+    gc_gen0_threshold: int = Field(GEN0_THRESHOLD, ge=0)
 
     @model_validator(mode="after")
     def _scale(self) -> PipelineSettings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import orjson
 import pytest
@@ -284,3 +286,18 @@ def test_release_log_keeps_the_newest_releases_per_account():
         log.record(FeedbackEvent.model_validate(raw), orjson.dumps(raw))
     assert [e.event_id for e, _ in log.take("a", 0.0, T0 + 5)] == ["e2", "e3", "e4"]
     assert log.take("a", 0.0, T0 + 5) == []  # handed back once
+
+
+def test_building_a_pipeline_raises_the_collectors_threshold_and_zero_leaves_it() -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        build_pipeline(load_settings(overrides={"pipeline": {"gc_gen0_threshold": 0}}))
+        assert gc.get_threshold() == (700, 10, 10)
+        build_pipeline(load_settings())
+        assert gc.get_threshold() == (10_000, 10, 10)
+        gc.set_threshold(50_000, 10, 10)  # a process's own higher setting stays
+        build_pipeline(load_settings())
+        assert gc.get_threshold() == (50_000, 10, 10)
+    finally:
+        gc.set_threshold(*saved)
