@@ -271,14 +271,19 @@ class NearDuplicateDetector(PlannedDetector["_Tick", NearDuplicateSettings]):
         m = len(ok)
         compact = np.full(len(tb.rows), -1, dtype=np.int64)
         compact[ok] = np.arange(m)
-        shingles, doc = tb.ngrams(self.cfg.shingle)
-        keep = compact[doc] >= 0
-        sig = self.signatures(shingles[keep], compact[doc[keep]], m)
-        buckets = self.band_buckets(sig)
+        if m:
+            shingles, doc = tb.ngrams(self.cfg.shingle)
+            keep = compact[doc] >= 0
+            sig = self.signatures(shingles[keep], compact[doc[keep]], m)
+            buckets = self.band_buckets(sig)
+        else:  # a tick of ratings: nothing to hash, only known members to mark
+            sig = np.empty((0, self.cfg.num_perm), dtype=np.uint32)
+            buckets = np.empty((0, self.cfg.bands), dtype=np.int64)
         tick = _Tick(batch, self._version, scores, sig, buckets, tb.rows[ok], [None] * m)
         tick.next_id = self._next_id
-        match_j, match_slot = self._match(sig, buckets)
-        self._replay(tick, match_j, match_slot)
+        if m or len(self._members):
+            match_j, match_slot = self._match(sig, buckets)
+            self._replay(tick, match_j, match_slot)
         return tick
 
     def _match(self, sig: np.ndarray, buckets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
