@@ -185,9 +185,13 @@ class Reason:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
-    """The decision for one event: the action, a suspicion score in [0, 1], the reasons."""
+    """The decision for one event: the action, a suspicion score in [0, 1], the reasons.
+
+    Treated as immutable but not frozen: one is made per event, and a frozen dataclass's
+    ``__init__`` (``object.__setattr__`` per field) costs three times as much.
+    """
 
     action: Action
     score: float

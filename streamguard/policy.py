@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -106,29 +107,26 @@ class Policy:
     def decide(self, outputs: Mapping[str, Scores], n: int) -> list[Verdict]:
         normalised = {name: self.normalise(name, out.scores) for name, out in outputs.items()}
         if normalised:
-            matrix = np.vstack(list(normalised.values()))
-            overall = matrix.max(axis=0)
+            overall = np.vstack(list(normalised.values())).max(axis=0)
         else:
             overall = np.zeros(n)
         names = list(outputs)
-        raw_rows = (
-            np.column_stack([outputs[name].scores for name in names]).tolist()
-            if names
-            else [[]] * n
-        )
-        flagged = set(np.flatnonzero(overall >= DECISION).tolist())
-        verdicts = []
-        for i, (score, raw) in enumerate(zip(overall.tolist(), raw_rows, strict=True)):
-            scores = dict(zip(names, raw, strict=True))
-            if i not in flagged:
-                verdicts.append(Verdict(Action.CLEAN, score, (), detector_scores=scores))
-                continue
+        # Column lists zipped into rows: one Python float per score, no 2-D copy.
+        rows = zip(*(outputs[name].scores.tolist() for name in names)) if names else repeat(())
+        verdicts = [
+            Verdict(Action.CLEAN, score, (), False, dict(zip(names, row, strict=True)))
+            for score, row in zip(overall.tolist(), rows)
+        ]
+        for i in np.flatnonzero(overall >= DECISION).tolist():
             reasons = tuple(
                 self._reason(name, outputs[name], i, float(norm[i]))
                 for name, norm in normalised.items()
                 if norm[i] >= DECISION
             )
-            verdicts.append(Verdict(Action.QUARANTINE, score, reasons, detector_scores=scores))
+            clean = verdicts[i]
+            verdicts[i] = Verdict(
+                Action.QUARANTINE, clean.score, reasons, False, clean.detector_scores
+            )
         return verdicts
 
     def _reason(self, name: str, out: Scores, i: int, score: float) -> Reason:
@@ -147,10 +145,15 @@ class Policy:
         calibrated detector quarantined stay in: dropping them would truncate the tail the
         quantile is measured on, and the threshold would ratchet down tick after tick.
         """
-        sample = np.ones(len(verdicts), dtype=bool)
-        for i, v in enumerate(verdicts):
-            if v.reasons and any(r.detector in self.decisive for r in v.reasons):
-                sample[i] = False
+        decisive = self.decisive
+        sample = np.fromiter(
+            (
+                not any(r.detector in decisive for r in v.reasons) if v.reasons else True
+                for v in verdicts
+            ),
+            dtype=bool,
+            count=len(verdicts),
+        )
         for name, quantile in self.quantiles.items():
             if name in outputs and sample.any():
                 quantile.push(outputs[name].scores[sample])
