@@ -106,16 +106,14 @@ class Policy:
 
     def decide(self, outputs: Mapping[str, Scores], n: int) -> list[Verdict]:
         normalised = {name: self.normalise(name, out.scores) for name, out in outputs.items()}
-        if normalised:
-            overall = np.vstack(list(normalised.values())).max(axis=0)
-        else:
-            overall = np.zeros(n)
+        overall = np.vstack(list(normalised.values())).max(axis=0) if normalised else np.zeros(n)
         names = list(outputs)
         # Column lists zipped into rows: one Python float per score, no 2-D copy.
-        rows = zip(*(outputs[name].scores.tolist() for name in names)) if names else repeat(())
+        columns = [outputs[name].scores.tolist() for name in names]
+        rows = zip(*columns, strict=True) if names else repeat((), n)
         verdicts = [
             Verdict(Action.CLEAN, score, (), False, dict(zip(names, row, strict=True)))
-            for score, row in zip(overall.tolist(), rows)
+            for score, row in zip(overall.tolist(), rows, strict=True)
         ]
         for i in np.flatnonzero(overall >= DECISION).tolist():
             reasons = tuple(
