@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 
-GEN0_THRESHOLD = 10_000
+GEN0_THRESHOLD = 50_000
 
 
 def tune_collector(gen0_threshold: int = GEN0_THRESHOLD) -> None:

@@ -15,6 +15,7 @@ from streamguard.assembly import build_pipeline
 from streamguard.config import load_settings
 from streamguard.detectors.base import Batch, Flag, Scores
 from streamguard.events import Action, FeedbackEvent, InvalidEvent, Reason, Verdict
+from streamguard.gc_tuning import GEN0_THRESHOLD
 from streamguard.pipeline import (
     Pipeline,
     ReleaseLog,
@@ -295,9 +296,9 @@ def test_building_a_pipeline_raises_the_collectors_threshold_and_zero_leaves_it(
         build_pipeline(load_settings(overrides={"pipeline": {"gc_gen0_threshold": 0}}))
         assert gc.get_threshold() == (700, 10, 10)
         build_pipeline(load_settings())
-        assert gc.get_threshold() == (10_000, 10, 10)
-        gc.set_threshold(50_000, 10, 10)  # a process's own higher setting stays
+        assert gc.get_threshold() == (GEN0_THRESHOLD, 10, 10)
+        gc.set_threshold(2 * GEN0_THRESHOLD, 10, 10)  # a process's own higher setting stays
         build_pipeline(load_settings())
-        assert gc.get_threshold() == (50_000, 10, 10)
+        assert gc.get_threshold() == (2 * GEN0_THRESHOLD, 10, 10)
     finally:
         gc.set_threshold(*saved)
