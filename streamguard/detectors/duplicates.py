@@ -329,11 +329,12 @@ class NearDuplicateDetector(PlannedDetector["_Tick", NearDuplicateSettings]):
         batch = tick.batch
         events = batch.events
         text_at = {int(r): j for j, r in enumerate(tick.rows.tolist())}
+        matched_j, matched_slot = match_j.tolist(), match_slot.tolist()
         joined: dict[str, int] = {}  # account -> position it became a member in this tick
         for i, event in enumerate(events):
             j = text_at.get(i)
-            if j is not None:
-                cluster = self._cluster_for(tick, j, int(match_j[j]), int(match_slot[j]))
+            if j is not None and (matched_j[j] >= 0 or matched_slot[j] >= 0):
+                cluster = self._cluster_for(tick, j, matched_j[j], matched_slot[j])
                 if cluster is not None:
                     self._grow(tick, i, cluster, joined)
             member = tick.members.get(event.account_id) or self._members._data.get(event.account_id)
