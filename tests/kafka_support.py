@@ -99,8 +99,12 @@ def members(group: str) -> int:
 
 
 def start_service(
-    names: dict[str, str], *extra: str, env: dict[str, str] | None = None
+    names: dict[str, str],
+    *extra: str,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``streamguard run`` on the test topics; its output goes to ``log`` when given."""
     environment = dict(os.environ)
     environment.update(
         {
@@ -126,7 +130,12 @@ def start_service(
         names["group"],
         *extra,
     ]
-    return subprocess.Popen(cmd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if log is None:
+        return subprocess.Popen(
+            cmd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+    with log.open("wb") as out:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(cmd, env=environment, stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval: float = 0.5) -> None:  # type: ignore[no-untyped-def]

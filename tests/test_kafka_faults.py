@@ -55,8 +55,12 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(tmp_path, kafka_broke
             proc.communicate(timeout=60)
         mid_stream_kills += done() < total
     assert mid_stream_kills >= 3, "the stream ended too soon for the kills to bite"
-    proc = start_service(names, env=env)
+    log = tmp_path / "last-member.log"
+    proc = start_service(names, env=env, log=log)
     try:
+        # The stream may have ended under the last killed member: the last one must still
+        # be up (its signal handlers in place) before it is asked to stop.
+        wait_for(lambda: b"connected to" in log.read_bytes(), 120, "the last member to start")
         wait_for(lambda: done() >= total, 300, "the last member to finish the stream")
     finally:
         proc.send_signal(signal.SIGTERM)
