@@ -8,7 +8,7 @@ wrong, so the dead-letter path is an ordinary value, not an exception.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -197,7 +197,6 @@ class Verdict:
     score: float
     reasons: tuple[Reason, ...] = ()
     retroactive: bool = False
-    detector_scores: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {

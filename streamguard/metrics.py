@@ -443,7 +443,6 @@ class Metrics:
         actions: Tally[str] = Tally()
         errors: Tally[str] = Tally()
         reasons: Tally[str] = Tally()
-        scores: dict[str, list[float]] = {}
         for o in outcomes:
             event, verdict = o.event, o.verdict
             kinds[event.kind if event is not None else "invalid"] += 1
@@ -452,11 +451,6 @@ class Metrics:
                 errors[o.error.error_class] += 1
             if verdict is None:
                 continue
-            for name, score in verdict.detector_scores.items():
-                bucket = scores.get(name)
-                if bucket is None:
-                    bucket = scores[name] = []
-                bucket.append(score)
             for reason in verdict.reasons:
                 reasons[reason.detector] += 1
                 if reason.campaign_id is not None and event is not None:
@@ -465,8 +459,10 @@ class Metrics:
         _add(self.verdicts, actions)
         _add(self.dlq, errors)
         _add(self.reasons, reasons)
-        for name, values in scores.items():
-            self.scores.observe_many(name, np.clip(np.asarray(values, dtype=np.float64), 0, 1))
+        for name, column in result.scores.items():
+            scored = column[~np.isnan(column)]
+            if len(scored):
+                self.scores.observe_many(name, np.clip(scored, 0, 1))
         if result.revocations:
             self._observe_revocations(result)
         self._maybe_refresh()

@@ -82,6 +82,22 @@ class Revocation:
 class TickResult:
     outcomes: list[Outcome]
     revocations: list[Revocation] = field(default_factory=list)
+    # Each detector's raw score for each outcome, in outcome order, NaN where an outcome
+    # has no verdict (a dead letter): columns, not a dict per event (a tick has thousands).
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def extend(self, other: TickResult) -> None:
+        """Append another partition's result for the same tick."""
+        mine, theirs = len(self.outcomes), len(other.outcomes)
+        for name in self.scores.keys() | other.scores.keys():
+            self.scores[name] = np.concatenate(
+                [
+                    self.scores.get(name, np.full(mine, np.nan)),
+                    other.scores.get(name, np.full(theirs, np.nan)),
+                ]
+            )
+        self.outcomes.extend(other.outcomes)
+        self.revocations.extend(other.revocations)
 
 
 # Releases kept revocable per account (`pipeline.revocable_releases_per_account`). A fake
@@ -225,7 +241,8 @@ class Pipeline:
         self.events_seen += len(records)
         revocations = self._revoke(outputs, batch)
         self._record_releases(outcomes)
-        return TickResult(outcomes, revocations)
+        scores = _score_columns(len(records), valid, broken, outputs)
+        return TickResult(outcomes, revocations, scores)
 
     def _score(self, batch: Batch) -> tuple[dict[str, Scores], np.ndarray]:
         broken = np.zeros(len(batch), dtype=bool)
@@ -318,6 +335,20 @@ class Pipeline:
             if o.action is Action.CLEAN and o.event is not None and o.record.value is not None:
                 self.releases.record(o.event, o.record.value)
         self.releases.expire(self.features.watermark)
+
+
+def _score_columns(
+    n: int, valid: list[int], broken: np.ndarray, outputs: dict[str, Scores]
+) -> dict[str, np.ndarray]:
+    """Each detector's scores laid out over a tick's ``n`` records (see TickResult)."""
+    scored = ~broken
+    at = np.asarray(valid, dtype=np.int64)[scored]
+    columns = {}
+    for name, out in outputs.items():
+        column = np.full(n, np.nan)
+        column[at] = out.scores[scored]
+        columns[name] = column
+    return columns
 
 
 def _slice(batch: Batch, i: int) -> Batch:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 
 import numpy as np
 
@@ -107,24 +106,14 @@ class Policy:
     def decide(self, outputs: Mapping[str, Scores], n: int) -> list[Verdict]:
         normalised = {name: self.normalise(name, out.scores) for name, out in outputs.items()}
         overall = np.vstack(list(normalised.values())).max(axis=0) if normalised else np.zeros(n)
-        names = list(outputs)
-        # Column lists zipped into rows: one Python float per score, no 2-D copy.
-        columns = [outputs[name].scores.tolist() for name in names]
-        rows = zip(*columns, strict=True) if names else repeat((), n)
-        verdicts = [
-            Verdict(Action.CLEAN, score, (), False, dict(zip(names, row, strict=True)))
-            for score, row in zip(overall.tolist(), rows, strict=True)
-        ]
+        verdicts = [Verdict(Action.CLEAN, score) for score in overall.tolist()]
         for i in np.flatnonzero(overall >= DECISION).tolist():
             reasons = tuple(
                 self._reason(name, outputs[name], i, float(norm[i]))
                 for name, norm in normalised.items()
                 if norm[i] >= DECISION
             )
-            clean = verdicts[i]
-            verdicts[i] = Verdict(
-                Action.QUARANTINE, clean.score, reasons, False, clean.detector_scores
-            )
+            verdicts[i] = Verdict(Action.QUARANTINE, verdicts[i].score, reasons)
         return verdicts
 
     def _reason(self, name: str, out: Scores, i: int, score: float) -> Reason:

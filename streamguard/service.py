@@ -147,9 +147,7 @@ class Service:
         started = time.perf_counter()
         result = TickResult([])
         for key, tick in records.items():
-            part = self.partitions.owned[key].pipeline.process(tick)
-            result.outcomes.extend(part.outcomes)
-            result.revocations.extend(part.revocations)
+            result.extend(self.partitions.owned[key].pipeline.process(tick))
         self.metrics.observe_tick(result, time.perf_counter() - started)
         if not self._settle(also_rewind=set(records)):
             return  # this tick is dropped with the one before it, and read again

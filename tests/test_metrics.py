@@ -53,12 +53,12 @@ def parsed(i: int, **fields: Any) -> FeedbackEvent:
 def quarantined(i: int, detector: str, campaign: str | None = None, **fields: Any) -> Outcome:
     e = parsed(i, **fields)
     reason = Reason(detector, 0.9, "why", None, campaign)
-    verdict = Verdict(Action.QUARANTINE, 0.9, (reason,), detector_scores={detector: 0.95})
+    verdict = Verdict(Action.QUARANTINE, 0.9, (reason,))
     return Outcome(SourceRecord(b"{}", "t", 0, i), Action.QUARANTINE, e, verdict)
 
 
-def clean(i: int, scores: dict[str, float] | None = None, **fields: Any) -> Outcome:
-    verdict = Verdict(Action.CLEAN, 0.1, (), detector_scores=scores or {})
+def clean(i: int, **fields: Any) -> Outcome:
+    verdict = Verdict(Action.CLEAN, 0.1, ())
     return Outcome(SourceRecord(b"{}", "t", 0, i), Action.CLEAN, parsed(i, **fields), verdict)
 
 
@@ -146,16 +146,21 @@ def test_known_label_values_exist_at_zero_before_any_event() -> None:
 
 def test_observe_tick_counts_a_hand_built_tick() -> None:
     metrics = Metrics()
+    nan = float("nan")
     tick = TickResult(
         [
-            clean(1, {"a": 0.2}),
-            clean(2, {"a": 0.3}, kind="review", text="fine", rating=4),
+            clean(1),
+            clean(2, kind="review", text="fine", rating=4),
             quarantined(3, "a", campaign="c1"),
             quarantined(4, "a", campaign="c1"),
             quarantined(5, "b"),
             dead(6, b"not json"),
             dead(7, b'{"event_id": "x"}'),
-        ]
+        ],
+        scores={  # dead letters have no scores
+            "a": np.array([0.2, 0.3, 0.95, 0.95, nan, nan, nan]),
+            "b": np.array([nan, nan, nan, nan, 0.95, nan, nan]),
+        },
     )
     metrics.observe_tick(tick, 0.004)
     s = scrape(metrics)
@@ -251,8 +256,8 @@ def test_series_count_does_not_grow_with_accounts_items_or_campaigns() -> None:
             if i % 4 == 0:
                 outcomes.append(quarantined(i, "a", campaign=f"c{i}", **ids))
             else:
-                outcomes.append(clean(i, {"a": 0.1}, **ids))
-        return TickResult(outcomes)
+                outcomes.append(clean(i, **ids))
+        return TickResult(outcomes, scores={"a": np.full(len(outcomes), 0.1)})
 
     metrics.observe_tick(tick(0), 0.01)
     first = sum(len(v) for v in scrape(metrics).values())

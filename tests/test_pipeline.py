@@ -90,6 +90,21 @@ def test_a_poison_record_goes_to_the_dlq_and_the_rest_flows():
     assert "e2" not in det.learned
 
 
+def test_each_detectors_scores_line_up_with_the_outcomes_and_dead_letters_have_none():
+    det = Scripted(explode={"e3"}, suspicious={"e2"})
+    values = [event(0), b"garbage", event(2), event(3), event(4)]
+    result = pipeline_with(det, Scripted("other")).process(records(values))
+    expected = [0.0, np.nan, 1.0, np.nan, 0.0]  # garbage and the event that broke a detector
+    np.testing.assert_array_equal(result.scores["scripted"], expected)
+    np.testing.assert_array_equal(result.scores["other"], [0.0, np.nan, 0.0, np.nan, 0.0])
+    later = pipeline_with(det).process(records([event(5)], start=5))
+    result.extend(later)
+    assert [o.record.offset for o in result.outcomes] == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(result.scores["scripted"], [*expected, 0.0])
+    # a detector the other partition's pipeline did not run: no score for its events
+    np.testing.assert_array_equal(result.scores["other"], [0.0, np.nan, 0.0, np.nan, 0.0, np.nan])
+
+
 def test_flagged_account_revokes_its_earlier_clean_releases():
     det = Scripted()
     pipe = pipeline_with(det)

@@ -36,7 +36,8 @@ class RowCollector:
     def add(self, result: TickResult) -> None:
         last_line = max((o.record.offset for o in result.outcomes), default=-1)
         last_ts = max((o.event.ts for o in result.outcomes if o.event), default=None)
-        for o in result.outcomes:
+        columns = {name: column.tolist() for name, column in result.scores.items()}
+        for k, o in enumerate(result.outcomes):
             line = o.record.offset
             verdict = o.verdict
             action = o.action.value
@@ -50,7 +51,9 @@ class RowCollector:
                 score=verdict.score if verdict else 1.0,
                 reasons=tuple(r.detector for r in verdict.reasons) if verdict else (),
                 ts=o.event.ts if o.event else None,
-                detector_scores=dict(verdict.detector_scores) if verdict else {},
+                detector_scores={
+                    name: column[k] for name, column in columns.items() if column[k] == column[k]
+                },
                 left_clean_at=line if quarantined else None,
                 left_clean_ts=o.event.ts if quarantined and o.event else None,
             )
