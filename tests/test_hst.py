@@ -217,16 +217,23 @@ def test_nan_goes_right_like_river():
     assert_same(batched_scores(forest("small"), X, 7), np.array(expected))
 
 
-def test_score_many_then_learn_many_matches_a_tick_of_river():
-    """The detector's usage: score a tick from the state at its start, then learn the kept."""
+@pytest.mark.parametrize("walk_once", [False, True])
+def test_score_then_learn_matches_a_tick_of_river(walk_once):
+    """The detector's usage: score a tick from the state at its start, then learn the kept;
+    the anomaly detector walks the trees once and hands the leaves to both."""
     X = make_stream("gaussian_outliers", 1300)
     keep = learn_mask(len(X), seed=9)
     model, ref = forest("defaults"), river_model(PARAMS["defaults"])
     for start in range(0, len(X), 300):
         tick, kept = X[start : start + 300], keep[start : start + 300]
         expected = [ref.score_one(as_dict(row)) for row in tick.tolist()]
-        assert_same(model.score_many(tick), np.array(expected))
-        model.learn_many(tick, kept)
+        if walk_once:
+            leaves = model.leaves_many(tick)
+            assert_same(model.score_leaves(leaves), np.array(expected))
+            model.learn_leaves(leaves, kept)
+        else:
+            assert_same(model.score_many(tick), np.array(expected))
+            model.learn_many(tick, kept)
         for row, k in zip(tick.tolist(), kept, strict=True):
             if k:
                 ref.learn_one(as_dict(row))

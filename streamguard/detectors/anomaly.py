@@ -70,6 +70,7 @@ class HalfSpaceAnomalyDetector:
             name: (low, high) for name, (low, high, _) in FEATURE_LIMITS.items()
         }
         self._features = tuple(FEATURE_LIMITS)
+        self._walked: tuple[Batch, np.ndarray] | None = None  # the tick scored last
         self._model: Any
         if engine == "river":
             from river.anomaly import HalfSpaceTrees
@@ -82,10 +83,18 @@ class HalfSpaceAnomalyDetector:
                 self._features, n_trees, height, window_size, limits, seed
             )
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_walked": None}  # a checkpoint holds no tick
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_walked": None, **state})  # checkpoints from before it too
+
     def score_batch(self, batch: Batch) -> Scores:
         X = anomaly_matrix(batch)
         if self.engine == "numpy":
-            scores = self._model.score_many(X)
+            leaves = self._model.leaves_many(X)
+            self._walked = (batch, leaves)  # learn_batch of the same tick reuses them
+            scores = self._model.score_leaves(leaves)
         else:
             scores = np.array([self._model.score_one(self._row(x)) for x in X])
         return Scores(
@@ -95,11 +104,14 @@ class HalfSpaceAnomalyDetector:
         )
 
     def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:
-        X = anomaly_matrix(batch)
+        walked, self._walked = self._walked, None
         if self.engine == "numpy":
-            self._model.learn_many(X, keep)
+            if walked is not None and walked[0] is batch:
+                self._model.learn_leaves(walked[1], keep)
+            else:
+                self._model.learn_many(anomaly_matrix(batch), keep)
         else:
-            for x, kept in zip(X, keep, strict=True):
+            for x, kept in zip(anomaly_matrix(batch), keep, strict=True):
                 if kept:
                     self._model.learn_one(self._row(x))
 

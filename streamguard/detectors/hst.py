@@ -238,12 +238,25 @@ class HalfSpaceForest:
 
     def score_many(self, X: np.ndarray) -> np.ndarray:
         """Scores of all rows from the current state; learns nothing."""
-        return self._scores(self._leaves(self._check_X(X)))
+        return self.score_leaves(self.leaves_many(X))
 
     def learn_many(self, X: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Learn the rows (only those where ``mask`` is true), rolling windows as River does."""
-        X = self._check_X(X)
-        self._run(self._leaves(X), self._check_mask(mask, len(X)), None)
+        self.learn_leaves(self.leaves_many(X), mask)
+
+    def leaves_many(self, X: np.ndarray) -> np.ndarray:
+        """The leaf each row reaches in each tree, (n, n_trees). The trees never change, so
+        a caller that scores rows and then learns them can walk the trees once and hand the
+        leaves to :meth:`score_leaves` and :meth:`learn_leaves`."""
+        return self._leaves(self._check_X(X))
+
+    def score_leaves(self, leaves: np.ndarray) -> np.ndarray:
+        """:meth:`score_many` of the rows that reached ``leaves``."""
+        return self._scores(leaves)
+
+    def learn_leaves(self, leaves: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """:meth:`learn_many` of the rows that reached ``leaves``."""
+        self._run(leaves, self._check_mask(mask, len(leaves)), None)
 
     def score_learn_many(self, X: np.ndarray, learn_mask: np.ndarray | None = None) -> np.ndarray:
         """Per row, River's ``score_one`` then ``learn_one`` (skipped where ``learn_mask`` is
