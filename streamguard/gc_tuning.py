@@ -6,7 +6,7 @@ runs several times a tick; every tenth of those runs walks generation 1, and som
 the whole heap, which is the detectors' state: millions of objects at a million accounts,
 none of them cyclic garbage. On the benchmark's rating stream that was about a seventh
 of the detector core's time. A higher threshold keeps the collector (and what it
-reclaims) but runs it an order of magnitude less often.
+reclaims) but runs it seventy times less often.
 """
 
 from __future__ import annotations

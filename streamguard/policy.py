@@ -72,9 +72,9 @@ class OnlineQuantile:
 
     def value(self) -> float:
         """``np.quantile(window, 1 - q)`` (its default, linear method) to the last bit, from
-        a partition at the lower of the two order statistics it interpolates: np.quantile
-        partitions at four, ten times the work on a window of 50,000 scores, once a tick.
-        The window holds finite scores only."""
+        a partition at the lower of the two order statistics it interpolates (np.quantile
+        partitions at four points: eight times the work on a window of 50,000 scores, once
+        a tick). The window holds finite scores only."""
         window = self.buffer[: self.size]
         n = len(window)
         virtual = (n - 1) * (1.0 - self.q)
