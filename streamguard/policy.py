@@ -8,8 +8,9 @@ Two kinds of detector feed the policy:
   quarantine rate on benign traffic (default: a fifth of 1%, the rest being headroom for
   the decisive detectors' false positives), over a long window so that a burst cannot
   move it much.
-  Nothing is hand-tuned per data set; until a detector has seen ``warmup`` events it
-  cannot quarantine.
+  Nothing is hand-tuned per data set; until a detector has seen ``warmup`` events, and
+  scored a tick for real (not still warming up itself, ``Scores.warming``), it cannot
+  quarantine.
 - *decisive* detectors (a campaign, a trigger phrase) report findings: a score of 0.5 or
   more is a decision, and the score passes through unchanged.
 
@@ -156,7 +157,12 @@ class Policy:
             count=len(verdicts),
         )
         for name, quantile in self.quantiles.items():
-            if name in outputs and sample.any():
-                quantile.push(outputs[name].scores[sample])
-            if quantile.size >= self.config.warmup:
+            out = outputs.get(name)
+            if out is not None and sample.any():
+                quantile.push(out.scores[sample])
+            # A detector still warming up gives placeholder scores (zeros): with ticks as
+            # long as ``warmup`` the window would hold nothing else, the threshold would be
+            # 0 and the next tick all quarantined. They stay at the window's bottom, where
+            # a high quantile does not read them once real scores are there.
+            if quantile.size >= self.config.warmup and out is not None and not out.warming:
                 self.thresholds[name] = quantile.value()

@@ -333,3 +333,23 @@ def test_the_online_quantile_is_numpys_quantile_of_its_window_to_the_last_bit(
         quantile.push(np.array(values[start : start + 37]))
         expected = float(np.quantile(quantile.buffer[: quantile.size], 1.0 - q))
         assert quantile.value() == expected
+
+
+def test_a_detector_still_warming_up_sets_no_threshold_even_from_a_whole_warmup_of_scores():
+    policy = Policy(["anomaly"], [], PolicyConfig(warmup=10, calibration_window=100))
+    clean = [Verdict(Action.CLEAN, 0.0)] * 20
+    policy.learn({"anomaly": Scores(np.zeros(20), [None] * 20, warming=True)}, clean)
+    assert policy.thresholds["anomaly"] == np.inf  # was 0.0: every later score above it
+    policy.learn({"anomaly": Scores(np.linspace(0.0, 1.0, 20), [None] * 20)}, clean)
+    assert 0.9 < policy.thresholds["anomaly"] <= 1.0
+
+
+def test_ticks_as_long_as_the_policy_warmup_leave_the_next_tick_alone():
+    """A half-space forest scores 0 in its first window; a first tick of 1,000 events (the
+    policy's warmup) made that the threshold, and quarantined all of the second tick."""
+    pipeline = build_pipeline(load_settings())
+    stream = benign_stream(3_000, seed=3, accounts=2_000, items=300)
+    ticks = [pipeline.process(records(stream[s : s + 1000], start=s)) for s in (0, 1000, 2000)]
+    assert pipeline.detectors[0].name == "anomaly"
+    held = [sum(o.action is Action.QUARANTINE for o in t.outcomes) for t in ticks]
+    assert held[1] < 50 and held[2] < 50, held

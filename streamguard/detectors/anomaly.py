@@ -91,6 +91,9 @@ class HalfSpaceAnomalyDetector:
 
     def score_batch(self, batch: Batch) -> Scores:
         X = anomaly_matrix(batch)
+        warming = bool(
+            self._model.first_window if self.engine == "numpy" else self._model._first_window
+        )
         if self.engine == "numpy":
             leaves = self._model.leaves_many(X)
             self._walked = (batch, leaves)  # learn_batch of the same tick reuses them
@@ -101,6 +104,7 @@ class HalfSpaceAnomalyDetector:
             np.asarray(scores, dtype=np.float64),
             [None] * len(X),
             explain=lambda i: self._explain(X[i]),
+            warming=warming,
         )
 
     def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:

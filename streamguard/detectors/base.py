@@ -82,6 +82,9 @@ class Scores:
     # Optional lazy explanation for event i, asked only for events that are quarantined:
     # cheaper than writing a detail for every event that might be.
     explain: Callable[[int], str] | None = None
+    # True while the detector cannot score yet (a half-space forest in its first window
+    # gives every event 0): the policy sets no threshold from such a tick.
+    warming: bool = False
 
     def detail(self, i: int) -> str | None:
         if self.details[i]:
