@@ -21,12 +21,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from run_all import TICK, core_eps, stream
+from run_all import core_eps, run_ticks, stream
 
 import streamguard.pipeline as pipeline_module
 from streamguard.assembly import build_pipeline
 from streamguard.config import load_settings
-from streamguard.pipeline import SourceRecord
 
 SCENARIO = {"rating": "shilling_random", "review": "review_spam"}
 
@@ -61,21 +60,15 @@ def stages(lines: list[bytes]) -> None:
         hooks += [(d, "score_batch", f"{d.name} score"), (d, "learn_batch", f"{d.name} learn")]
     for obj, name, label in hooks:
         setattr(obj, name, timed(spent, label, getattr(obj, name)))
-    records = [SourceRecord(v, "bench", 0, i) for i, v in enumerate(lines)]
-    started = time.perf_counter()
     try:
-        for s in range(0, len(records), TICK):
-            pipeline.process(records[s : s + TICK])
+        total = run_ticks(pipeline, lines)
     finally:
         pipeline_module.parse_event = parse
-    total = time.perf_counter() - started
-    print(f"{len(records)} events, {len(records) / total:,.0f} events/s, {total:.2f} s")
+    print(f"{len(lines)} events, {len(lines) / total:,.0f} events/s, {total:.2f} s")
     spent["(rest of the tick)"] = total - sum(spent.values())
     for label, seconds in spent.most_common():
         share = 100 * seconds / total
-        print(
-            f"{label:32s} {seconds:7.3f} s {share:5.1f}% {1e6 * seconds / len(records):6.2f} us/ev"
-        )
+        print(f"{label:32s} {seconds:7.3f} s {share:5.1f}% {1e6 * seconds / len(lines):6.2f} us/ev")
 
 
 def main() -> None:
