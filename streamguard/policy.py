@@ -79,7 +79,7 @@ class OnlineQuantile:
         window = self.buffer[: self.size]
         n = len(window)
         virtual = (n - 1) * (1.0 - self.q)
-        below = max(min(math.floor(virtual), n - 1), 0)
+        below = math.floor(virtual)  # 0 <= virtual <= n - 1: q lies in [0, 1]
         ordered = np.partition(window, below)  # one pivot: two cost nine times as much here
         low = float(ordered[below])
         high = float(ordered[below + 1 :].min()) if below + 1 < n else low
