@@ -79,6 +79,7 @@ def make_producer(settings: KafkaSettings, transactional_id: str | None) -> Kafk
         "enable_idempotence": True,
         "linger_ms": settings.producer_linger_ms,
         "batch_size": settings.producer_batch_bytes,
+        "retry_backoff_ms": settings.producer_retry_backoff_ms,
         "retries": 2**31 - 1,
         "max_in_flight_requests_per_connection": 5,
         **client_options(settings),

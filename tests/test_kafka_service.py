@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import urllib.request
+import uuid
 from collections import Counter
 
 import orjson
@@ -185,3 +186,19 @@ def test_a_killed_publisher_process_is_replaced_and_nothing_is_lost(kafka_broker
     assert proc.returncode == 0, log
     assert "the publisher process is gone; starting a new one" in log
     assert_each_exactly_once(names, [e["event_id"] for e in stream], 0)
+
+
+def test_the_transactional_producer_waits_the_configured_backoff_between_transactions(
+    kafka_broker,
+):
+    # kafka-python's sender thread, not the transaction manager, sleeps before resending a
+    # request the coordinator refused; the setting has to reach that sleep.
+    from streamguard.config import KafkaSettings
+    from streamguard.kafka import make_producer
+
+    settings = KafkaSettings(bootstrap_servers=kafka_broker, producer_retry_backoff_ms=7)
+    producer = make_producer(settings, transactional_id=f"backoff-{uuid.uuid4().hex[:8]}")
+    try:
+        assert producer._sender.config["retry_backoff_ms"] == 7  # noqa: SLF001
+    finally:
+        producer.close(timeout=5)
