@@ -132,7 +132,10 @@ class ProcessRunner:
     def submit(
         self, messages: list[Message], offsets: Offsets, group: ConsumerGroupMetadata | None
     ) -> None:
-        self.conn.send((messages, offsets, group))
+        try:
+            self.conn.send((messages, offsets, group))
+        except OSError as exc:  # died since it was last seen alive: the tick is read again
+            raise KafkaError(f"publisher process gone: {exc!r}") from exc
 
     def wait(self, on_error: Callable[[Exception], None], stopping: Callable[[], bool]) -> float:
         while True:
@@ -154,8 +157,8 @@ class ProcessRunner:
             return ("waiting", "")
         try:
             reply: tuple[str, str] = self.conn.recv()
-        except EOFError as exc:
-            raise CommitAbandoned("publisher process closed its pipe") from exc
+        except (EOFError, OSError) as exc:  # a killed child may reset the pipe instead
+            raise CommitAbandoned(f"publisher process closed its pipe ({exc!r})") from exc
         return reply
 
     def alive(self) -> bool:
@@ -243,13 +246,21 @@ class Outbox:
         """Hand a tick over. A publisher process that died is replaced first (which
         raises KafkaError while the brokers cannot be reached)."""
         assert self.offsets is None, "a tick is already in flight"
+        self.replace_dead_publisher()
+        self.offsets = next_offsets(records)
+        group = self.consumer.group_metadata() if self.transactional else None
+        self.runner.submit(output_messages(result, self.settings), self.offsets, group)
+
+    def replace_dead_publisher(self) -> None:
+        """Start a new publisher process if the last one died (raises KafkaError while the
+        brokers cannot be reached). Its producer takes over the transactional id, which
+        aborts the transaction the dead one left open: until then the broker answers
+        reads of the group's committed offsets with UNSTABLE_OFFSET_COMMIT, and
+        kafka-python retries those until the transaction times out."""
         if not self.runner.alive():
             log.warning("the publisher process is gone; starting a new one")
             self.runner.close()
             self.runner = self.new_runner()
-        self.offsets = next_offsets(records)
-        group = self.consumer.group_metadata() if self.transactional else None
-        self.runner.submit(output_messages(result, self.settings), self.offsets, group)
 
     def settle(self) -> float:
         """Wait for the tick in flight to be published and its offsets committed, and

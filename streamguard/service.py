@@ -342,6 +342,11 @@ class Service:
 
     def _rewind(self, partitions: set[PartitionKey]) -> None:
         assert self.consumer is not None
+        if self.outbox is not None:
+            try:  # a dead publisher's open transaction would block reading the offsets
+                self.outbox.replace_dead_publisher()
+            except KafkaError as exc:
+                log.warning("cannot start a publisher yet: %r", exc)
         for topic, partition in partitions:
             tp = TopicPartition(topic, partition)
             part = self.partitions.owned.get((topic, partition))
