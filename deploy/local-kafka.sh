@@ -55,7 +55,7 @@
 #
 # Broker settings are tuned for one node: replication factors and min ISR 1 for the
 # offsets and transaction-state topics, group.initial.rebalance.delay.ms=0,
-# num.partitions=1, auto.create.topics.enable=true, 7 days / unbounded-size retention.
+# num.partitions=1, auto.create.topics.enable=true, 12 hours / unbounded-size retention.
 # Transactions (and KIP-447 send_offsets_to_transaction with group metadata) work.
 
 set -euo pipefail
@@ -323,8 +323,10 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 delete.topic.enable=true
 
-# retention: a week, no size bound; small segments so tests' data stays small on disk
-log.retention.hours=168
+# retention: half a day, no size bound (tests and benchmarks read back what they wrote
+# within minutes; a week of benchmark topics once filled an 18 GB disk); small segments
+# so tests' data stays small on disk
+log.retention.hours=12
 log.retention.bytes=-1
 log.segment.bytes=67108864
 log.retention.check.interval.ms=300000
