@@ -88,4 +88,5 @@ def build_pipeline(settings: Settings) -> Pipeline:
     releases = ReleaseLog(
         p.max_accounts, p.revocable_releases_per_account, p.revocation_window_days * DAY
     )
-    return Pipeline(detectors, policy, features, RatingScale(p.rating_low, p.rating_high), releases)
+    scale = RatingScale(p.rating_low, p.rating_high)
+    return Pipeline(detectors, policy, features, scale, releases, p.micro_batch)

@@ -238,7 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--truth", type=Path, required=True)
     ev.add_argument("--out", type=Path, required=True)
     ev.add_argument("--bootstrap-servers", help="send the stream through this Kafka instead")
-    ev.add_argument("--batch-size", type=int, default=500)
+    ev.add_argument(
+        "--batch-size",
+        type=int,
+        default=500,
+        help="records per tick, as one poll would bring them (ticks longer than "
+        "pipeline.micro_batch are scored in micro-batches of that size)",
+    )
     ev.set_defaults(func=cmd_eval)
 
     rv = with_config(sub.add_parser("review", help="the quarantine review service (API and page)"))

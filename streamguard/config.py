@@ -53,7 +53,10 @@ class KafkaSettings(_Section):
     transactional_id_prefix: str = "streamguard"
     # Names this member in the transactional id; set it per member when several share a host.
     instance_id: str = Field(default_factory=socket.gethostname, min_length=1)
-    max_poll_records: int = Field(500, ge=1, le=100_000)
+    # At most this many records make a tick, committed in one transaction; detection
+    # scores it in micro-batches of pipeline.micro_batch, so a poll may bring more than that
+    # without changing a verdict, and a backlog is worked off in fewer transactions.
+    max_poll_records: int = Field(1_000, ge=1, le=100_000)
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     session_timeout_ms: int = Field(10_000, ge=1_000)
     poll_timeout_ms: int = Field(200, ge=1)
@@ -107,6 +110,11 @@ class PipelineSettings(_Section):
     # default, 700, runs it several times a tick; see streamguard/gc_tuning.py). 0 leaves
     # the process's own setting.
     gc_gen0_threshold: int = Field(GEN0_THRESHOLD, ge=0)
+    # The most records scored and learned together. A longer tick (kafka.max_poll_records
+    # above this, a backlog, eval --batch-size) is scored in consecutive micro-batches of
+    # this size and committed as one: detection does not change with how much a poll brings
+    # (a detector sees a new pattern as new until the micro-batch it arrived in is learned).
+    micro_batch: int = Field(500, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _scale(self) -> PipelineSettings:

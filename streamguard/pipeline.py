@@ -87,7 +87,8 @@ class TickResult:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
 
     def extend(self, other: TickResult) -> None:
-        """Append another partition's result for the same tick."""
+        """Append the result of the records that follow in the same tick (another
+        partition's, or the next micro-batch of a long one)."""
         mine, theirs = len(self.outcomes), len(other.outcomes)
         for name in self.scores.keys() | other.scores.keys():
             self.scores[name] = np.concatenate(
@@ -213,7 +214,10 @@ class Pipeline:
         features: FeatureState | None = None,
         scale: RatingScale = RatingScale(),
         releases: ReleaseLog | None = None,
+        micro_batch: int = 500,
     ) -> None:
+        if micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
         names = [d.name for d in detectors]
         if len(set(names)) != len(names):
             raise ValueError(f"detector names must be unique, got {names}")
@@ -222,9 +226,22 @@ class Pipeline:
         self.features = features or FeatureState()
         self.scale = scale
         self.releases = releases or ReleaseLog(200_000, RELEASES_PER_ACCOUNT, 30 * 86400.0)
+        self.micro_batch = micro_batch
         self.events_seen = 0
 
     def process(self, records: Sequence[SourceRecord]) -> TickResult:
+        """Score, decide and learn a tick, in micro-batches of at most ``micro_batch``
+        records, each learned before the next is scored (so verdicts depend on the
+        micro-batches, not on how many records a poll happened to bring)."""
+        size = self.micro_batch
+        if len(records) <= size:
+            return self._process(records)
+        result = TickResult([])
+        for start in range(0, len(records), size):
+            result.extend(self._process(records[start : start + size]))
+        return result
+
+    def _process(self, records: Sequence[SourceRecord]) -> TickResult:
         parsed = [parse_event(r.value, self.scale) for r in records]
         valid = [i for i, p in enumerate(parsed) if isinstance(p, FeedbackEvent)]
         events: list[FeedbackEvent] = [parsed[i] for i in valid]  # type: ignore[misc]

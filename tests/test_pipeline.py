@@ -347,9 +347,52 @@ def test_a_detector_still_warming_up_sets_no_threshold_even_from_a_whole_warmup_
 def test_ticks_as_long_as_the_policy_warmup_leave_the_next_tick_alone():
     """A half-space forest scores 0 in its first window; a first tick of 1,000 events (the
     policy's warmup) made that the threshold, and quarantined all of the second tick."""
-    pipeline = build_pipeline(load_settings())
+    pipeline = build_pipeline(load_settings(overrides={"pipeline": {"micro_batch": 1000}}))
     stream = benign_stream(3_000, seed=3, accounts=2_000, items=300)
     ticks = [pipeline.process(records(stream[s : s + 1000], start=s)) for s in (0, 1000, 2000)]
     assert pipeline.detectors[0].name == "anomaly"
     held = [sum(o.action is Action.QUARANTINE for o in t.outcomes) for t in ticks]
     assert held[1] < 50 and held[2] < 50, held
+
+
+def _verdicts_in_ticks(lines: list[bytes], tick: int, micro_batch: int):
+    settings = load_settings(overrides={"pipeline": {"micro_batch": micro_batch}})
+    pipeline = build_pipeline(settings)
+    rows, revoked, columns = [], [], []
+    for s in range(0, len(lines), tick):
+        result = pipeline.process(
+            [SourceRecord(v, "t", 0, s + i) for i, v in enumerate(lines[s : s + tick])]
+        )
+        rows += [
+            (
+                o.action,
+                o.verdict.score if o.verdict else None,
+                o.verdict.reasons if o.verdict else None,
+            )
+            for o in result.outcomes
+        ]
+        revoked += [r.event_id for r in result.revocations]
+        columns.append(result.scores)
+    scores = {name: np.concatenate([c[name] for c in columns]) for name in columns[0]}
+    return rows, revoked, scores
+
+
+def test_a_long_tick_is_scored_in_micro_batches_exactly_as_short_ticks_would_be():
+    """What a poll brings must not change verdicts: a tick of 1,000 records with
+    micro-batches of 250 gives every record the verdict, score and reasons that ticks of
+    250 give, and the same revocations (a campaign found late in the stream)."""
+    from streamguard.simulate import simulate
+
+    lines = [orjson.dumps(e) for e in simulate("shilling_random", 6_000, seed=2).events]
+    lines.insert(1234, b"not json")  # a dead letter shifts the cut points inside a tick
+    long_rows, long_revoked, long_scores = _verdicts_in_ticks(lines, 1_000, 250)
+    short_rows, short_revoked, short_scores = _verdicts_in_ticks(lines, 250, 250)
+    assert long_rows == short_rows
+    assert any(action is Action.QUARANTINE for action, _, _ in long_rows)
+    assert long_revoked == short_revoked and long_revoked  # the campaign revoked releases
+    assert long_scores.keys() == short_scores.keys()
+    for name in long_scores:
+        np.testing.assert_array_equal(long_scores[name], short_scores[name])
+    # and unsliced, the long ticks do score differently: the test can tell them apart
+    unsliced_rows, _, _ = _verdicts_in_ticks(lines, 1_000, 1_000)
+    assert unsliced_rows != short_rows
