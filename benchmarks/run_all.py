@@ -173,14 +173,15 @@ def bench_kafka(bootstrap: str, n: int) -> dict[str, float]:
         producer.send(src, value=line)
     producer.flush()
 
-    # Raw kafka-python pass-through: consume, produce unchanged, commit.
+    # Raw kafka-python pass-through: consume, produce unchanged, commit; polls as large
+    # as the service's ticks.
     consumer = KafkaConsumer(
         src,
         bootstrap_servers=bootstrap,
         group_id=f"raw-{run}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_poll_records=TICK,
+        max_poll_records=load_settings().kafka.max_poll_records,
     )
     done, started = 0, None
     while done < len(lines):
