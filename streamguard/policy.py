@@ -74,13 +74,13 @@ class OnlineQuantile:
     def value(self) -> float:
         """``np.quantile(window, 1 - q)`` (its default, linear method) to the last bit, from
         a partition at the lower of the two order statistics it interpolates (np.quantile
-        partitions at four points: eight times the work on a window of 50,000 scores, once
+        partitions at four points: nine times the work on a window of 50,000 scores, once
         a tick). The window holds finite scores only."""
         window = self.buffer[: self.size]
         n = len(window)
         virtual = (n - 1) * (1.0 - self.q)
         below = math.floor(virtual)  # 0 <= virtual <= n - 1: q lies in [0, 1]
-        ordered = np.partition(window, below)  # one pivot: two cost nine times as much here
+        ordered = np.partition(window, below)  # one pivot: two cost five times as much here
         low = float(ordered[below])
         high = float(ordered[below + 1 :].min()) if below + 1 < n else low
         gamma = virtual - below
