@@ -190,6 +190,11 @@ class Service:
                 log.error(
                     "giving up on this tick's commit (%s); rewinding to committed offsets", exc
                 )
+                try:  # a publisher that died mid-commit left its transaction open, and
+                    # reading the committed offsets waits until its successor aborts it
+                    self.outbox.replace_dead_publisher()
+                except KafkaError as replace_error:
+                    log.warning("cannot start a publisher yet: %r", replace_error)
                 self._rewind(set(records) | (also_rewind or set()))
             return False
         self.metrics.commit_latency.observe(max(committed_at - submitted, 0.0))
@@ -342,11 +347,6 @@ class Service:
 
     def _rewind(self, partitions: set[PartitionKey]) -> None:
         assert self.consumer is not None
-        if self.outbox is not None:
-            try:  # a dead publisher's open transaction would block reading the offsets
-                self.outbox.replace_dead_publisher()
-            except KafkaError as exc:
-                log.warning("cannot start a publisher yet: %r", exc)
         for topic, partition in partitions:
             tp = TopicPartition(topic, partition)
             part = self.partitions.owned.get((topic, partition))
