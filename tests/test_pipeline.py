@@ -360,9 +360,7 @@ def _verdicts_in_ticks(lines: list[bytes], tick: int, micro_batch: int):
     pipeline = build_pipeline(settings)
     rows, revoked, columns = [], [], []
     for s in range(0, len(lines), tick):
-        result = pipeline.process(
-            [SourceRecord(v, "t", 0, s + i) for i, v in enumerate(lines[s : s + tick])]
-        )
+        result = pipeline.process(records(lines[s : s + tick], start=s))
         rows += [
             (
                 o.action,
