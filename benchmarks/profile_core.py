@@ -1,7 +1,7 @@
 """Profile the detector core on the benchmark stream and print its hot spots.
 
     python benchmarks/profile_core.py [--kind rating|review] [--events 100000] [--top 30]
-    python benchmarks/profile_core.py --stages [--kind rating|review]
+    python benchmarks/profile_core.py --stages [--kind rating|review] [--tick 500]
 
 The same stream and tick size as section 1 of BENCHMARKS.md. By default under cProfile,
 sorted by time spent inside each function. ``--stages`` instead times each stage of a
@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from run_all import core_eps, run_ticks, stream
+from run_all import TICK, core_eps, run_ticks, stream
 
 import streamguard.pipeline as pipeline_module
 from streamguard.assembly import build_pipeline
@@ -41,7 +41,7 @@ def timed(spent: Counter[str], label: str, fn: Callable[..., Any]) -> Callable[.
     return run
 
 
-def stages(lines: list[bytes]) -> None:
+def stages(lines: list[bytes], tick: int) -> None:
     """Wall-clock seconds per stage over one pass of the stream."""
     spent: Counter[str] = Counter()
     pipeline = build_pipeline(load_settings())
@@ -61,7 +61,7 @@ def stages(lines: list[bytes]) -> None:
     for obj, name, label in hooks:
         setattr(obj, name, timed(spent, label, getattr(obj, name)))
     try:
-        total = run_ticks(pipeline, lines)
+        total = run_ticks(pipeline, lines, tick)
     finally:
         pipeline_module.parse_event = parse
     print(f"{len(lines)} events, {len(lines) / total:,.0f} events/s, {total:.2f} s")
@@ -76,16 +76,18 @@ def main() -> None:
     parser.add_argument("--kind", choices=sorted(SCENARIO), default="rating")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--tick", type=int, default=TICK, help="records per tick")
     parser.add_argument("--stages", action="store_true", help="wall clock per stage, no cProfile")
     args = parser.parse_args()
     settings = load_settings()
     lines = stream(SCENARIO[args.kind], args.events, args.kind)
     if args.stages:
-        stages(lines)
+        stages(lines, args.tick)
         return
-    print(f"{len(lines)} {args.kind} events, {core_eps(settings, lines):,.0f} events/s unprofiled")
+    eps = core_eps(settings, lines, args.tick)
+    print(f"{len(lines)} {args.kind} events, {eps:,.0f} events/s unprofiled")
     profiler = cProfile.Profile()
-    profiler.runcall(core_eps, settings, lines)
+    profiler.runcall(core_eps, settings, lines, args.tick)
     pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
 
 

@@ -90,6 +90,12 @@ class FeedbackEvent(BaseModel):
         return self
 
 
+# FeedbackEvent.model_validate_json without its Python wrapper, which costs a sixth of a
+# valid event's parse (0.4 of 2.3 us); the validator is pydantic's documented
+# ``__pydantic_validator__``, so the result and the errors are the same.
+_validate_json = FeedbackEvent.__pydantic_validator__.validate_json
+
+
 @dataclass(frozen=True, slots=True)
 class RatingScale:
     """The configured rating scale; ratings outside it are contract violations."""
@@ -119,7 +125,7 @@ def parse_event(
     if raw is None:
         return InvalidEvent("message has no value (null)", "empty")
     try:  # the common case in one pass through pydantic-core's own JSON parser
-        event = FeedbackEvent.model_validate_json(raw)
+        event = _validate_json(raw)
     except (ValidationError, ValueError, TypeError, RecursionError):
         return _parse_slowly(raw, scale)
     return _in_scale(event, scale)
