@@ -23,7 +23,6 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from streamguard.detectors.base import Batch
-from streamguard.events import FeedbackEvent
 
 FEATURE_NAMES = (
     "rating_dev",
@@ -179,57 +178,80 @@ class FeatureState:
         self.watermark = float("-inf")
 
     def extract(self, batch: Batch) -> None:
-        """Fill ``batch.features`` and update the observed state, event by event."""
+        """Fill ``batch.features`` and update the observed state, event by event.
+
+        The loop is the hot path (a few microseconds an event): the tables' lookups and
+        the feature columns are local names, and the body is inlined, not a method call.
+        """
         n = len(batch)
         cols = {name: np.full(n, np.nan) for name in FEATURE_NAMES}
+        rating_dev, item_count_log, item_gap_log = (
+            cols["rating_dev"], cols["item_count_log"], cols["item_gap_log"]
+        )  # fmt: skip
+        age_days, count_log, rate_1h = (
+            cols["account_age_days"], cols["account_count_log"], cols["account_rate_1h"]
+        )  # fmt: skip
+        extreme_share, entropy, text_len_log = (
+            cols["account_extreme_share"], cols["account_entropy"], cols["text_len_log"]
+        )  # fmt: skip
+        # LRUTable.get inlined (pop, then re-insert at the back); a new key goes through
+        # put, which keeps the cap. The dicts stay the same objects until _expire.
+        account_of, put_account = self.accounts._data, self.accounts.put
+        item_of, put_item = self.items._data, self.items.put
+        log, log1p, sqrt, exp = math.log, math.log1p, math.sqrt, math.exp
         bins = self._bins(batch.rating).tolist()
-        for i, event in enumerate(batch.events):
-            self._observe(i, event.ts, event, cols, bins[i])
+        for i, e in enumerate(batch.events):
+            ts = e.ts
+            account_id, item_id = e.account_id, e.item_id
+            acc = account_of.pop(account_id, None)
+            if acc is None:
+                acc = AccountState(e.account_created_at, ts)
+                put_account(account_id, acc)
+            else:
+                account_of[account_id] = acc
+            item = item_of.pop(item_id, None)
+            if item is None:
+                item = ItemState(ts)
+                put_item(item_id, item)
+            else:
+                item_of[item_id] = item
+                item_gap_log[i] = log1p(max(ts - item.last_ts, 0.0))
+            rating = e.rating
+            if rating is not None and item.n >= _MIN_ITEM_HISTORY:
+                std = sqrt(item.m2 / (item.n - 1))
+                rating_dev[i] = (rating - item.mean) / max(std, 0.5)
+            item_count_log[i] = log1p(item.count)
+            item.count += 1
+            item.last_ts = max(item.last_ts, ts)
+
+            created = acc.created if acc.created is not None else e.account_created_at
+            acc.created = created
+            if created is not None:
+                age_days[i] = max(ts - created, 0.0) / 86400.0
+            dt = max(ts - acc.last_ts, 0.0)
+            acc.rate = acc.rate * exp(-dt / _HOUR) + 1.0
+            acc.last_ts = max(acc.last_ts, ts)
+            acc.count += 1
+            if rating is not None:
+                name = _HISTOGRAM_BINS[bins[i]]
+                setattr(acc, name, getattr(acc, name) + 1)
+                acc.n_rated += 1
+            count_log[i] = log1p(acc.count)
+            rate_1h[i] = acc.rate
+            n_rated = acc.n_rated
+            if n_rated:
+                extreme_share[i] = (acc.n_lowest + acc.n_highest) / n_rated
+                h = 0.0  # the histogram's entropy, inlined
+                for c in _histogram(acc):
+                    if c:
+                        p = c / n_rated
+                        h -= p * log(p)
+                entropy[i] = h
+            text = e.text
+            if text:
+                text_len_log[i] = log1p(len(text))
         batch.features.update(cols)
         self._expire(float(batch.ts.max()) if n else self.watermark)
-
-    def _observe(
-        self, i: int, ts: float, e: FeedbackEvent, cols: dict[str, np.ndarray], rating_bin: int
-    ) -> None:
-        acc = self.accounts.get(e.account_id)
-        if acc is None:
-            acc = AccountState(e.account_created_at, ts)
-            self.accounts.put(e.account_id, acc)
-        item = self.items.get(e.item_id)
-        if item is None:
-            item = ItemState(ts)
-            self.items.put(e.item_id, item)
-        else:
-            cols["item_gap_log"][i] = math.log1p(max(ts - item.last_ts, 0.0))
-        rating = e.rating
-        if rating is not None and item.n >= _MIN_ITEM_HISTORY:
-            std = math.sqrt(item.m2 / (item.n - 1))
-            cols["rating_dev"][i] = (rating - item.mean) / max(std, 0.5)
-        cols["item_count_log"][i] = math.log1p(item.count)
-        item.count += 1
-        item.last_ts = max(item.last_ts, ts)
-
-        created = acc.created if acc.created is not None else e.account_created_at
-        acc.created = created
-        if created is not None:
-            cols["account_age_days"][i] = max(ts - created, 0.0) / 86400.0
-        dt = max(ts - acc.last_ts, 0.0)
-        acc.rate = acc.rate * math.exp(-dt / _HOUR) + 1.0
-        acc.last_ts = max(acc.last_ts, ts)
-        acc.count += 1
-        if rating is not None:
-            name = _HISTOGRAM_BINS[rating_bin]
-            setattr(acc, name, getattr(acc, name) + 1)
-            acc.n_rated += 1
-        cols["account_count_log"][i] = math.log1p(acc.count)
-        cols["account_rate_1h"][i] = acc.rate
-        n_rated = acc.n_rated
-        if n_rated:
-            cols["account_extreme_share"][i] = (acc.n_lowest + acc.n_highest) / n_rated
-            cols["account_entropy"][i] = _entropy(_histogram(acc), n_rated)
-        text = e.text
-        if text:
-            cols["text_len_log"][i] = math.log1p(len(text))
 
     def _bins(self, ratings: np.ndarray) -> np.ndarray:
         """Each rating's histogram bin, in one numpy pass (NaN, no rating: 0, unused)."""
@@ -257,12 +279,3 @@ class FeatureState:
         horizon = self.watermark - self.config.ttl_seconds
         self.accounts.expire(lambda a: a.last_ts < horizon)
         self.items.expire(lambda it: it.last_ts < horizon)
-
-
-def _entropy(hist: tuple[int, ...], total: int) -> float:
-    h = 0.0
-    for c in hist:
-        if c:
-            p = c / total
-            h -= p * math.log(p)
-    return h

@@ -1115,10 +1115,13 @@ class CampaignDetector:
         w = min(1.0, len(idx) / min(self._learned, 20_000))
         for s in (HIGH, LOW):
             on = (side == s) & exact
-            self._g_side[s] += (float(on.mean()) - self._g_side[s]) * w
-            if on.any():
-                wf = min(1.0, 20.0 * int(on.sum()) / min(self._learned, 20_000))
-                self._g_fresh[s] += (float(fresh[on].mean()) - self._g_fresh[s]) * wf
+            # shares as count / size: what .mean() gives on booleans, without its overhead
+            n_on = int(np.count_nonzero(on))
+            self._g_side[s] += (n_on / len(on) - self._g_side[s]) * w
+            if n_on:
+                wf = min(1.0, 20.0 * n_on / min(self._learned, 20_000))
+                fresh_on = int(np.count_nonzero(fresh & on)) / n_on
+                self._g_fresh[s] += (fresh_on - self._g_fresh[s]) * wf
         clock = self._clock
         tau = self._tau
         items = self._items._data

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamguard.detectors.base import Batch, Flag, Scores
+from streamguard.detectors.base import KIND_CODES, Batch, Flag, Scores
 from streamguard.detectors.drift_item import DriftWindow, Driver, KeyedDrift, SignalPlan
 from streamguard.detectors.drift_labels import (
     DEFAULT_POSITIVE_LABELS,
@@ -54,6 +54,9 @@ HOUR = 3600.0
 DAY = 86400.0
 RATING_KINDS = (0, 1)  # base.KIND_CODES: rating, review
 LABEL_KINDS = (2, 3)  # label, vote
+# Indexed by kind code: a lookup is some twenty times cheaper than np.isin on a tick.
+_IS_RATING_KIND = np.isin(np.arange(len(KIND_CODES)), RATING_KINDS)
+_IS_LABEL_KIND = np.isin(np.arange(len(KIND_CODES)), LABEL_KINDS)
 KIND_NAMES = ("rating", "review", "label", "vote")
 
 
@@ -500,14 +503,14 @@ class DriftDetector:
         weights = account_weight(batch, self.min_weight)
         kind = batch.kind
         rating = batch.rating
-        rated = np.flatnonzero(np.isin(kind, RATING_KINDS) & ~np.isnan(rating))
+        rated = np.flatnonzero(_IS_RATING_KIND[kind] & ~np.isnan(rating))
         r_bins = self._rating_bins(rating[rated])
         r_keys = [events[i].item_id for i in rated.tolist()]
         r_plan = self.ratings.plan(
             r_keys, rating[rated].tolist(), r_bins, batch.ts[rated].tolist(),
             weights[rated].tolist(), [events[i].account_id for i in rated.tolist()],
         )  # fmt: skip
-        labelled = [i for i in np.flatnonzero(np.isin(kind, LABEL_KINDS)).tolist()
+        labelled = [i for i in np.flatnonzero(_IS_LABEL_KIND[kind]).tolist()
                     if events[i].label is not None]  # fmt: skip
         l_idx = np.asarray(labelled, dtype=np.int64)
         l_bins = [polarity(events[i].label or "", self._positive) for i in labelled]
