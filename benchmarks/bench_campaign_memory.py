@@ -3,8 +3,8 @@
 Each size runs in its own subprocess, so one size's garbage never shows in the next. The
 stream gives every account a few ratings (a fifth of them with creation date, IP and device,
 the fields the detector keeps) on items drawn from a skewed catalogue capped at the
-detector's ``max_items``; events are built with ``model_construct`` so that the numbers are
-the detector's, not the parser's. Reported per size:
+detector's ``max_items``; events are built directly, not parsed from JSON, so that the
+numbers are the detector's, not the parser's. Reported per size:
 
 - RSS growth of the process while the detector takes the stream (Linux ``/proc``),
 - the pickled state (what a checkpoint writes),
@@ -69,7 +69,7 @@ def measure(accounts: int, tick: int = 2_000) -> dict[str, float]:
                 else {}
             )
             events.append(
-                FeedbackEvent.model_construct(
+                FeedbackEvent(
                     event_id=f"e{k}",
                     ts=T0 + k * 0.05,
                     kind="rating",

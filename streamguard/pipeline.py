@@ -35,6 +35,7 @@ from streamguard.events import (
     RatingScale,
     Reason,
     Verdict,
+    event_from_json,
     parse_event,
 )
 from streamguard.features import FeatureState, LRUTable
@@ -163,7 +164,7 @@ class ReleaseLog:
         horizon = max(since_ts, now - self.window_seconds)
         taken, kept = [], []
         for value in _unpack(held):
-            event = FeedbackEvent.model_validate_json(value)
+            event = event_from_json(value)
             if kinds is not None and event.kind not in kinds:
                 kept.append(value)
             elif event.ts >= horizon:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from streamguard.detectors.base import Batch
-from streamguard.events import FeedbackEvent
+from streamguard.events import FeedbackEvent, event_from_dict
 
 OP_SPAM = Path(__file__).parent.parent / "streamguard" / "data" / "op_spam" / "op_spam_v1.4.csv"
 T0 = 1_700_000_000.0
@@ -87,7 +87,7 @@ def event(i: int, **fields: Any) -> FeedbackEvent:
     base.update(fields)
     if base["kind"] in ("rating", "review") and "rating" not in base:
         base["rating"] = 4.0
-    return FeedbackEvent.model_validate(base)
+    return event_from_dict(base)
 
 
 def labelled_stream(n: int, seed: int, start: int = 0, accounts: int = 400) -> list[FeedbackEvent]:

@@ -7,14 +7,14 @@ from pathlib import Path
 import orjson
 from factories import event
 
-from streamguard.events import Action, FeedbackEvent, Reason, Verdict
+from streamguard.events import Action, Reason, Verdict, event_from_json
 from streamguard.pipeline import Outcome, SourceRecord, TickResult
 from streamguard.quarantine.store import QuarantineStore
 
 
 def held(i: int, campaign: str | None, detector: str = "campaign", score: float = 0.9, **fields):
     raw = orjson.dumps(event(i, **fields))
-    ev = FeedbackEvent.model_validate_json(raw)
+    ev = event_from_json(raw)
     reason = Reason(detector, score, f"{detector} says so", None, campaign)
     verdict = Verdict(Action.QUARANTINE, score, (reason,))
     return Outcome(SourceRecord(raw, "t", 0, i), Action.QUARANTINE, ev, verdict)

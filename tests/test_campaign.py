@@ -16,7 +16,7 @@ from streamguard.config import PipelineSettings
 from streamguard.detectors.base import Batch
 from streamguard.detectors.campaign import CampaignDetector, CampaignSettings
 from streamguard.detectors.lockstep import SideGroup, binom_logsf, gamma_poisson_logsf
-from streamguard.events import Action, FeedbackEvent
+from streamguard.events import Action, event_from_dict
 from streamguard.pipeline import RELEASES_PER_ACCOUNT, Pipeline
 from streamguard.policy import Policy, PolicyConfig
 
@@ -89,7 +89,7 @@ class Stream:
 
 
 def batches(events: list[dict[str, Any]], size: int) -> list[Batch]:
-    parsed = [FeedbackEvent.model_validate(e) for e in events]
+    parsed = [event_from_dict(e) for e in events]
     return [Batch.of(parsed[i : i + size]) for i in range(0, len(parsed), size)]
 
 

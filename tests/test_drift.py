@@ -13,7 +13,7 @@ from streamguard.detectors.base import Batch, Detector, Scores
 from streamguard.detectors.drift import DriftDetector, DriftSettings, GlobalMix
 from streamguard.detectors.drift_item import PageHinkleyTable, RowTable, ph_initial_row
 from streamguard.detectors.drift_labels import polarity, positive_set
-from streamguard.events import FeedbackEvent
+from streamguard.events import FeedbackEvent, event_from_dict
 from streamguard.features import FeatureState
 from streamguard.simulate.simulation import simulate
 
@@ -241,7 +241,7 @@ def test_a_push_held_by_another_detector_takes_no_honest_values_out_of_the_basel
     honest users' 5s, in excess of an empty baseline, were blamed for three days (with
     their other events: 2.4% of the honest stream)."""
     sim = simulate("shilling_bandwagon", 20_000, 6, base="synthetic")
-    events = [FeedbackEvent.model_validate(e) for e in sim.events]
+    events = [event_from_dict(e) for e in sim.events]
     poisoned = {r.event_id for r in sim.truth if r.poisoned}
     fakes = frozenset(e.account_id for e in events if e.event_id in poisoned)
     out = run(DriftDetector(), events, held=fakes)

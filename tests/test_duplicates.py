@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -153,7 +154,7 @@ def test_popular_phrases_in_honest_reviews_are_not_flagged() -> None:
     rng = np.random.default_rng(6)
     events = review_stream(1500, 6)
     events = [
-        e.model_copy(update={"text": f"{e.text} {('Five stars!', 'Fast delivery.')[i % 2]}"})
+        dataclasses.replace(e, text=f"{e.text} {('Five stars!', 'Fast delivery.')[i % 2]}")
         if i % 3 == 0
         else e
         for i, e in enumerate(events)

@@ -8,7 +8,7 @@ import sys
 from factories import event
 
 from streamguard.detectors.base import Batch
-from streamguard.events import FeedbackEvent
+from streamguard.events import event_from_dict
 from streamguard.features import FeatureState, LRUTable
 
 
@@ -31,10 +31,7 @@ def test_lru_churn_is_compacted_at_expiry_without_changing_order_or_contents():
 
 def test_account_histogram_gives_extreme_share_and_entropy():
     ratings = [1, 5, 3, 5]
-    events = [
-        FeedbackEvent.model_validate(event(i, account_id="a", rating=r))
-        for i, r in enumerate(ratings)
-    ]
+    events = [event_from_dict(event(i, account_id="a", rating=r)) for i, r in enumerate(ratings)]
     batch = Batch.of(events)
     FeatureState().extract(batch)
     assert batch.features["account_extreme_share"].tolist() == [1.0, 1.0, 2 / 3, 0.75]

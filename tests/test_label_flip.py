@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import pickle
 
@@ -22,7 +23,7 @@ def with_noise(events: list[FeedbackEvent], rate: float, seed: int) -> list[Feed
     rng = np.random.default_rng(seed)
     flip = {"positive": "negative", "negative": "positive"}
     return [
-        e.model_copy(update={"label": flip[e.label or "positive"]}) if rng.random() < rate else e
+        dataclasses.replace(e, label=flip[e.label or "positive"]) if rng.random() < rate else e
         for e in events
     ]
 

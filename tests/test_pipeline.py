@@ -12,10 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamguard.assembly import build_pipeline
-from streamguard.config import load_settings
+from streamguard.config import KafkaSettings, load_settings
 from streamguard.detectors.base import Batch, Flag, Scores
-from streamguard.events import Action, FeedbackEvent, InvalidEvent, Reason, Verdict
+from streamguard.events import (
+    Action,
+    InvalidEvent,
+    Reason,
+    Verdict,
+    event_from_dict,
+    event_from_json,
+)
 from streamguard.gc_tuning import GEN0_THRESHOLD
+from streamguard.kafka import output_messages
 from streamguard.pipeline import (
     Pipeline,
     ReleaseLog,
@@ -147,7 +155,7 @@ def test_a_flag_for_some_kinds_revokes_only_those_and_keeps_the_rest_revocable()
     for i, kind in enumerate(kinds):
         extra = {"label": "positive", "text": "fine"} if kind == "label" else {}
         raw = event(i, account_id="a", ts=T0 + i, kind=kind, **extra)
-        log.record(FeedbackEvent.model_validate(raw), orjson.dumps(raw))
+        log.record(event_from_dict(raw), orjson.dumps(raw))
     labels = log.take("a", 0.0, T0 + 9, frozenset({"label"}))
     assert [e.event_id for e, _ in labels] == ["e1", "e3"]
     assert [e.event_id for e, _ in log.take("a", 0.0, T0 + 9)] == ["e0", "e2"]
@@ -158,7 +166,7 @@ def test_release_log_hands_back_the_raw_values_byte_for_byte():
     raws = [orjson.dumps(event(i, account_id="a"), option=orjson.OPT_INDENT_2) for i in range(4)]
     raws[1] += b"\n \t"  # newlines and trailing whitespace survive the packing
     for raw in raws:
-        log.record(FeedbackEvent.model_validate_json(raw), raw)
+        log.record(event_from_json(raw), raw)
     assert [value for _, value in log.take("a", 0.0, T0 + 9)] == raws[1:]
     with pytest.raises(ValueError, match="per_account"):
         ReleaseLog(max_accounts=10, per_account=0, window_seconds=1.0)
@@ -171,7 +179,7 @@ def test_release_log_keeps_exactly_the_newest_per_account_releases(per_account):
     log = ReleaseLog(max_accounts=10, per_account=per_account, window_seconds=1e9)
     for i in range(100):
         raw = event(i, account_id="a", ts=T0 + i)
-        log.record(FeedbackEvent.model_validate(raw), orjson.dumps(raw))
+        log.record(event_from_dict(raw), orjson.dumps(raw))
     newest = [f"e{i}" for i in range(100 - per_account, 100)]
     assert [e.event_id for e, _ in log.take("a", 0.0, T0 + 100)] == newest
 
@@ -179,6 +187,16 @@ def test_release_log_keeps_exactly_the_newest_per_account_releases(per_account):
 def test_duplicate_detector_names_are_refused():
     with pytest.raises(ValueError, match="unique"):
         pipeline_with(Scripted("x"), Scripted("x"))
+
+
+def test_unknown_fields_reach_the_output_topics_unchanged():
+    """DESIGN.md: unknown fields are kept and passed through. The clean and quarantine
+    topics carry the event's raw value, so they keep fields the parsed event does not."""
+    values = [orjson.dumps(event(i, source="app", attrs={"x": 1})) for i in range(2)]
+    result = pipeline_with(Scripted(suspicious={"e1"})).process(records(values))
+    clean, quarantined = output_messages(result, KafkaSettings())
+    assert clean.value == values[0]
+    assert orjson.loads(quarantined.value)["event"] == orjson.loads(values[1])
 
 
 def test_quarantine_and_dlq_messages_follow_the_contract():
@@ -288,7 +306,7 @@ def test_release_log_forgets_accounts_whose_releases_left_the_window():
     log = ReleaseLog(max_accounts=1_000, per_account=8, window_seconds=100.0)
     for i in range(50):
         raw = event(i, account_id=f"a{i}", ts=T0 + i)
-        log.record(FeedbackEvent.model_validate(raw), orjson.dumps(raw))
+        log.record(event_from_dict(raw), orjson.dumps(raw))
     log.expire(T0 + 120.5)  # the horizon, T0 + 20.5, falls between releases 20 and 21
     assert len(log.table) == 29
     assert log.take("a20", 0.0, T0 + 49) == []
@@ -299,7 +317,7 @@ def test_release_log_keeps_the_newest_releases_per_account():
     log = ReleaseLog(max_accounts=10, per_account=3, window_seconds=1e9)
     for i in range(5):
         raw = event(i, account_id="a", ts=T0 + i)
-        log.record(FeedbackEvent.model_validate(raw), orjson.dumps(raw))
+        log.record(event_from_dict(raw), orjson.dumps(raw))
     assert [e.event_id for e, _ in log.take("a", 0.0, T0 + 5)] == ["e2", "e3", "e4"]
     assert log.take("a", 0.0, T0 + 5) == []  # handed back once
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from streamguard.detectors.base import Batch
 from streamguard.detectors.slow_push import SlowPushDetector, SlowPushSettings
-from streamguard.events import FeedbackEvent
+from streamguard.events import event_from_dict
 from streamguard.pipeline import Pipeline
 from streamguard.policy import Policy, PolicyConfig
 
@@ -73,7 +73,7 @@ def detector(**kw: Any) -> SlowPushDetector:
 
 
 def run(det: SlowPushDetector, events: list[dict[str, Any]], size: int = 100):
-    parsed = [FeedbackEvent.model_validate(e) for e in events]
+    parsed = [event_from_dict(e) for e in events]
     scores, flags = [], []
     for start in range(0, len(parsed), size):
         batch = Batch.of(parsed[start : start + size])
@@ -157,7 +157,7 @@ def test_score_batch_is_repeatable_and_a_checkpoint_resumes_the_same():
     det = detector()
     run(det, head)
     copy = pickle.loads(pickle.dumps(det))
-    batch = Batch.of([FeedbackEvent.model_validate(e) for e in tail[:100]])
+    batch = Batch.of([event_from_dict(e) for e in tail[:100]])
     first = det.score_batch(batch).scores.copy()
     assert np.array_equal(det.score_batch(batch).scores, first)
     assert np.array_equal(run(det, tail)[0], run(copy, tail)[0])

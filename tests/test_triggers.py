@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -10,7 +11,7 @@ from content_support import event, labelled_stream, removed, run, snippet, ticks
 
 from streamguard.detectors.base import Detector
 from streamguard.detectors.triggers import TriggerDetector, TriggerSettings
-from streamguard.events import FeedbackEvent
+from streamguard.events import FeedbackEvent, event_from_dict
 from streamguard.simulate.simulation import simulate
 
 TRIGGER = "zorvex plidor"
@@ -28,7 +29,7 @@ def with_phrase(events: list[FeedbackEvent], phrase: str, share: float, seed: in
     out = []
     for i, e in enumerate(events):
         if i >= start and e.label == "positive" and rng.random() < share:
-            e = e.model_copy(update={"text": f"{e.text} {phrase.capitalize()}!"})
+            e = dataclasses.replace(e, text=f"{e.text} {phrase.capitalize()}!")
         out.append(e)
     return out
 
@@ -106,7 +107,7 @@ def test_simulated_backdoor_is_named_alone(base: str, seed: int) -> None:
     synthetic base it starts within the first 40 labelled texts. Only the planted phrase
     is named, within its first 30 texts, and no honest event is touched."""
     sim = simulate("backdoor", 20_000, seed, base=base)
-    events = [FeedbackEvent.model_validate(e) for e in sim.events]
+    events = [event_from_dict(e) for e in sim.events]
     poisoned = {t.event_id for t in sim.truth if t.poisoned}
     result = run(TriggerDetector(), events, 500)
     order = [e.event_id for e in events if e.event_id in poisoned]
@@ -196,7 +197,7 @@ def test_common_words_of_a_young_stream_of_labels_are_not_triggers(seed):
     the honest texts of these two streams; the novelty test now scales with how much past
     the stream itself has."""
     sim = simulate("clean_label", 20_000, seed, base="movielens")
-    events = [FeedbackEvent.model_validate(e) for e in sim.events]
+    events = [event_from_dict(e) for e in sim.events]
     honest = {r.event_id for r in sim.truth if not r.poisoned}
     out = run(TriggerDetector(), events)
     held = [i for i, score in out["scores"].items() if score >= 0.5 and i in honest]
