@@ -58,9 +58,7 @@ def to_epoch(value: Any) -> float:
 Id = Annotated[str, Field(strict=True, min_length=1, max_length=256)]
 
 
-@pydantic_dataclass(
-    slots=True, frozen=True, config=ConfigDict(extra="ignore", allow_inf_nan=False)
-)
+@pydantic_dataclass(slots=True, frozen=True, config=ConfigDict(extra="ignore", allow_inf_nan=False))
 class FeedbackEvent:
     """One feedback event, validated.
 

@@ -310,6 +310,11 @@ class Pipeline:
         broken: np.ndarray,
         outputs: dict[str, Scores],
     ) -> list[Outcome]:
+        if len(valid) == len(records) and not broken.any():  # the usual tick: all valid
+            return [
+                Outcome(record, verdict.action, event, verdict)  # type: ignore[arg-type]
+                for record, event, verdict in zip(records, parsed, verdicts, strict=True)
+            ]
         position = {record_index: j for j, record_index in enumerate(valid)}
         outcomes = []
         for i, (record, result) in enumerate(zip(records, parsed, strict=True)):
