@@ -6,7 +6,8 @@
    traffic, against the same pipeline with River's HalfSpaceTrees and against a
    straightforward per-event River pipeline (ticks of one event), on the same stream.
 2. End to end through the real broker: StreamGuard against a raw kafka-python
-   pass-through (consume, produce unchanged, commit) on the same topic.
+   pass-through (consume, produce unchanged, commit) on the same topic, run with CPython's
+   collector settings and again with StreamGuard's (see benchmarks/profile.md).
 3. Latency produce -> verdict, p50 and p99, at half of the measured maximum rate.
 4. Memory: RSS growth per tracked account at 10k, 100k and 1M accounts.
 5-6. Folded in from benchmarks/soak.md (a 10M-event soak run, bench_soak.py) and
