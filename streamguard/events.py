@@ -105,8 +105,9 @@ class FeedbackEvent:
 
 
 _ADAPTER: TypeAdapter[FeedbackEvent] = TypeAdapter(FeedbackEvent)
-# pydantic-core's validator itself: TypeAdapter.validate_json's Python wrapper costs a
-# sixth of a valid event's parse (0.4 of 2.3 us), and the result and errors are the same.
+# pydantic-core's validator itself: TypeAdapter.validate_json's Python wrapper costs an
+# eighth of a valid event's parse (0.2 of 2.0 us; BaseModel.model_validate_json's cost 0.4),
+# and the result and errors are the same.
 event_from_json: Callable[[bytes], FeedbackEvent] = _ADAPTER.validator.validate_json
 
 
