@@ -500,8 +500,10 @@ def write_markdown(
             ),
             "",
             "Shares of the exactly-once rate of section 2, sent by a load generator in another "
-            "process on the same 2-core machine (bursts every 5 ms, serialised up front), so "
-            "it and the broker take CPU from the service; latency runs from the send to the "
+            "process on the same 2-core machine (`benchmarks/PacedProducer.java`, the broker's "
+            "own Java client: bursts every 5 ms, serialised up front), so it and the broker "
+            "take CPU from the service (section 2 has no live producer: its topic is filled "
+            "first); latency runs from the send to the "
             "commit of the verdict's transaction; each figure is the median of the passes. "
             "Events sent in the first "
             f"{WARMUP_S:.0f} s are not measured: the first records build each partition's "
