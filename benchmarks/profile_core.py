@@ -45,8 +45,8 @@ def stages(lines: list[bytes], tick: int) -> None:
     """Wall-clock seconds per stage over one pass of the stream."""
     spent: Counter[str] = Counter()
     pipeline = build_pipeline(load_settings())
-    parse = pipeline_module.parse_event
-    pipeline_module.parse_event = timed(spent, "parse", parse)
+    parse = pipeline_module.parse_events
+    pipeline_module.parse_events = timed(spent, "parse", parse)
     hooks = [
         (pipeline.features, "extract", "features extract"),
         (pipeline.features, "learn", "features learn"),
@@ -63,7 +63,7 @@ def stages(lines: list[bytes], tick: int) -> None:
     try:
         total = run_ticks(pipeline, lines, tick)
     finally:
-        pipeline_module.parse_event = parse
+        pipeline_module.parse_events = parse
     print(f"{len(lines)} events, {len(lines) / total:,.0f} events/s, {total:.2f} s")
     spent["(rest of the tick)"] = total - sum(spent.values())
     for label, seconds in spent.most_common():

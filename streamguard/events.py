@@ -8,7 +8,7 @@ wrong, so the dead-letter path is an ordinary value, not an exception.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -142,13 +142,29 @@ def parse_event(
     raw: bytes | None, scale: RatingScale = RatingScale()
 ) -> FeedbackEvent | InvalidEvent:
     """Validate one raw message value; never raises."""
-    if raw is None:
-        return InvalidEvent("message has no value (null)", "empty")
-    try:  # the common case in one pass through pydantic-core's own JSON parser
-        event = event_from_json(raw)
-    except (ValidationError, ValueError, TypeError, RecursionError):
-        return _parse_slowly(raw, scale)
-    return _in_scale(event, scale)
+    return parse_events((raw,), scale)[0]
+
+
+def parse_events(
+    raws: Iterable[bytes | None], scale: RatingScale = RatingScale()
+) -> list[FeedbackEvent | InvalidEvent]:
+    """:func:`parse_event` for each raw value, in order. A tick's worth in one call: the
+    common case (valid JSON, in scale) costs no Python call of its own beyond the
+    validator's, which is a tenth of an event's parse."""
+    low, high = scale.low, scale.high
+    parsed: list[FeedbackEvent | InvalidEvent] = []
+    for raw in raws:
+        if raw is None:
+            parsed.append(InvalidEvent("message has no value (null)", "empty"))
+            continue
+        try:  # the common case in one pass through pydantic-core's own JSON parser
+            event = event_from_json(raw)
+        except (ValidationError, ValueError, TypeError, RecursionError):
+            parsed.append(_parse_slowly(raw, scale))
+            continue
+        rating = event.rating
+        parsed.append(event if rating is None or low <= rating <= high else _in_scale(event, scale))
+    return parsed
 
 
 def _parse_slowly(raw: bytes, scale: RatingScale) -> FeedbackEvent | InvalidEvent:

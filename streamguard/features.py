@@ -262,17 +262,23 @@ class FeatureState:
         return np.clip(np.nan_to_num(position), 0, 4).astype(np.int64)
 
     def learn(self, batch: Batch, keep: np.ndarray) -> None:
-        """Update the learned item baselines from kept rated events (Welford)."""
-        for event, kept in zip(batch.events, keep, strict=True):
-            if not kept or event.rating is None:
+        """Update the learned item baselines from kept rated events (Welford).
+
+        Per event, so :meth:`LRUTable.get` is written out and ``keep`` read as a list."""
+        item_of = self.items._data
+        for event, kept in zip(batch.events, keep.tolist(), strict=True):
+            rating = event.rating
+            if not kept or rating is None:
                 continue
-            item = self.items.get(event.item_id)
+            item_id = event.item_id
+            item = item_of.pop(item_id, None)
             if item is None:
                 continue
+            item_of[item_id] = item
             item.n += 1
-            delta = event.rating - item.mean
+            delta = rating - item.mean
             item.mean += delta / item.n
-            item.m2 += delta * (event.rating - item.mean)
+            item.m2 += delta * (rating - item.mean)
 
     def _expire(self, now: float) -> None:
         self.watermark = max(self.watermark, now)

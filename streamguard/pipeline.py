@@ -36,7 +36,7 @@ from streamguard.events import (
     Reason,
     Verdict,
     event_from_json,
-    parse_event,
+    parse_events,
 )
 from streamguard.features import FeatureState, LRUTable
 from streamguard.policy import Policy
@@ -129,19 +129,37 @@ class ReleaseLog:
         self.window_seconds = window_seconds
 
     def record(self, event: FeedbackEvent, value: bytes) -> None:
-        held = self.table.pop(event.account_id)
-        if held is None:
-            self.table.put(event.account_id, _pack(event.ts, (value,)))
-            return
-        newest, count = _HEAD.unpack_from(held)
-        start = _HEAD.size
-        if count >= self.per_account:  # room for the new one: drop the oldest
-            start = _skip(held, count + 1 - self.per_account)
-            count = self.per_account - 1
-        head = _HEAD.pack(max(newest, event.ts), count + 1)
-        # held[start:] copies, yet costs less than a memoryview for logs this short
-        length = _LENGTH.pack(len(value))
-        self.table.put(event.account_id, b"".join((head, held[start:], length, value)))
+        self.record_all(((event, value),))
+
+    def record_all(self, releases: Iterable[tuple[FeedbackEvent, bytes]]) -> None:
+        """Log each (event, raw value) released, in order. Every clean event passes here,
+        so the lookups are hoisted out of the loop and the table's get and put written
+        out (an account already logged is popped and put back: no eviction is due)."""
+        data, put = self.table._data, self.table.put
+        cap, head_size = self.per_account, _HEAD.size
+        unpack_head, pack_head, pack_length, join = (
+            _HEAD.unpack_from, _HEAD.pack, _LENGTH.pack, b"".join
+        )  # fmt: skip
+        for event, value in releases:
+            account_id, ts = event.account_id, event.ts
+            held = data.pop(account_id, None)
+            if held is None:
+                put(account_id, _pack(ts, (value,)))
+                continue
+            newest, count = unpack_head(held)
+            start = head_size
+            if count >= cap:  # room for the new one: drop the oldest
+                start = _skip(held, count + 1 - cap)
+                count = cap - 1
+            # held[start:] copies, yet costs less than a memoryview for logs this short
+            data[account_id] = join(
+                (
+                    pack_head(max(newest, ts), count + 1),
+                    held[start:],
+                    pack_length(len(value)),
+                    value,
+                )
+            )
 
     def expire(self, now: float) -> None:
         """Forget accounts whose newest release left the window (least recently touched
@@ -243,7 +261,7 @@ class Pipeline:
         return result
 
     def _process(self, records: Sequence[SourceRecord]) -> TickResult:
-        parsed = [parse_event(r.value, self.scale) for r in records]
+        parsed = parse_events([r.value for r in records], self.scale)
         valid = [i for i, p in enumerate(parsed) if isinstance(p, FeedbackEvent)]
         events: list[FeedbackEvent] = [parsed[i] for i in valid]  # type: ignore[misc]
         batch = Batch.of(events)
@@ -354,9 +372,11 @@ class Pipeline:
         return revocations
 
     def _record_releases(self, outcomes: Iterable[Outcome]) -> None:
-        for o in outcomes:
-            if o.action is Action.CLEAN and o.event is not None and o.record.value is not None:
-                self.releases.record(o.event, o.record.value)
+        self.releases.record_all(
+            (o.event, o.record.value)
+            for o in outcomes
+            if o.action is Action.CLEAN and o.event is not None and o.record.value is not None
+        )
         self.releases.expire(self.features.watermark)
 
 
