@@ -266,15 +266,18 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
                     if tick.contra[j]:
                         rank = 0.45 * min(1.0, max(acc.llr, 0.0) / self.cfg.threshold)
                         tick.scores.scores[i] = max(tick.scores.scores[i], rank)
+            if event.kind not in FLIPPABLE:  # a flagged account's labels, not its ratings
+                continue
             view = self._view(tick, event.account_id)
             if (
-                event.kind in FLIPPABLE  # a flagged account's labels, not its ratings
-                and view is not None
+                view is not None
                 and view.ring is not None
                 and view.until >= event.ts
                 and view.llr >= keep_out
             ):
                 self._mark(tick, i, view, 0.9)
+        if not flagged_at:
+            return
         for i, event in enumerate(events):  # events of this tick before the finding
             at = flagged_at.get(event.account_id)
             if (
