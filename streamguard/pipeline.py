@@ -39,7 +39,7 @@ from streamguard.events import (
     parse_events,
 )
 from streamguard.features import FeatureState, LRUTable
-from streamguard.policy import Policy
+from streamguard.policy import Decisions, Policy
 
 log = logging.getLogger(__name__)
 
@@ -261,22 +261,24 @@ class Pipeline:
         return result
 
     def _process(self, records: Sequence[SourceRecord]) -> TickResult:
-        parsed = parse_events([r.value for r in records], self.scale)
-        valid = [i for i, p in enumerate(parsed) if isinstance(p, FeedbackEvent)]
-        events: list[FeedbackEvent] = [parsed[i] for i in valid]  # type: ignore[misc]
+        values = [r.value for r in records]
+        parsed = parse_events(values, self.scale)
+        if InvalidEvent in set(map(type, parsed)):
+            valid: Sequence[int] = [i for i, p in enumerate(parsed) if isinstance(p, FeedbackEvent)]
+            events: list[FeedbackEvent] = [parsed[i] for i in valid]  # type: ignore[misc]
+        else:  # the usual tick: every record valid, in one pass in C
+            valid, events = range(len(parsed)), parsed  # type: ignore[assignment]
         batch = Batch.of(events)
         self.features.extract(batch)
         outputs, broken = self._score(batch)
-        verdicts = self.policy.decide(outputs, len(batch))
-        keep = np.fromiter(
-            (v.action is Action.CLEAN for v in verdicts), dtype=bool, count=len(batch)
-        )
-        keep &= ~broken
-        self._learn(batch, keep, outputs, verdicts)
-        outcomes = self._outcomes(records, parsed, valid, verdicts, broken, outputs)
+        decisions = self.policy.decide(outputs, len(batch))
+        keep = ~broken
+        keep[decisions.held] = False
+        self._learn(batch, keep, outputs, decisions)
+        outcomes = self._outcomes(records, parsed, valid, decisions, broken, outputs)
         self.events_seen += len(records)
         revocations = self._revoke(outputs, batch)
-        self._record_releases(outcomes)
+        self._record_releases(events, values, valid, keep)
         scores = _score_columns(len(records), valid, broken, outputs)
         return TickResult(outcomes, revocations, scores)
 
@@ -307,7 +309,7 @@ class Pipeline:
         return result
 
     def _learn(
-        self, batch: Batch, keep: np.ndarray, outputs: dict[str, Scores], verdicts: list[Verdict]
+        self, batch: Batch, keep: np.ndarray, outputs: dict[str, Scores], decisions: Decisions
     ) -> None:
         self.features.learn(batch, keep)
         for detector in self.detectors:
@@ -317,22 +319,23 @@ class Pipeline:
                 log.exception(
                     "detector %s failed to learn; skipping this tick for it", detector.name
                 )
-        self.policy.learn(outputs, verdicts)
+        self.policy.learn(outputs, decisions)
 
     def _outcomes(
         self,
         records: Sequence[SourceRecord],
         parsed: list[FeedbackEvent | InvalidEvent],
-        valid: list[int],
-        verdicts: list[Verdict],
+        valid: Sequence[int],
+        decisions: Decisions,
         broken: np.ndarray,
         outputs: dict[str, Scores],
     ) -> list[Outcome]:
+        verdicts = decisions.verdicts
         if len(valid) == len(records) and not broken.any():  # the usual tick: all valid
-            return [
-                Outcome(record, verdict.action, event, verdict)  # type: ignore[arg-type]
-                for record, event, verdict in zip(records, parsed, verdicts, strict=True)
-            ]
+            actions = [Action.CLEAN] * len(records)
+            for i in decisions.held:
+                actions[i] = Action.QUARANTINE
+            return list(map(Outcome, records, actions, parsed, verdicts))  # type: ignore[arg-type]
         position = {record_index: j for j, record_index in enumerate(valid)}
         outcomes = []
         for i, (record, result) in enumerate(zip(records, parsed, strict=True)):
@@ -371,17 +374,24 @@ class Pipeline:
                 )
         return revocations
 
-    def _record_releases(self, outcomes: Iterable[Outcome]) -> None:
-        self.releases.record_all(
-            (o.event, o.record.value)
-            for o in outcomes
-            if o.action is Action.CLEAN and o.event is not None and o.record.value is not None
-        )
+    def _record_releases(
+        self,
+        events: Sequence[FeedbackEvent],
+        values: Sequence[bytes | None],
+        valid: Sequence[int],
+        kept: np.ndarray,
+    ) -> None:
+        """Log the tick's clean events (``kept``, over ``events``) with their raw values
+        (``values[valid[j]]`` is event j's)."""
+        clean = np.flatnonzero(kept).tolist()
+        released = map(events.__getitem__, clean)
+        raw = map(values.__getitem__, map(valid.__getitem__, clean))
+        self.releases.record_all(zip(released, raw, strict=True))  # type: ignore[arg-type]
         self.releases.expire(self.features.watermark)
 
 
 def _score_columns(
-    n: int, valid: list[int], broken: np.ndarray, outputs: dict[str, Scores]
+    n: int, valid: Sequence[int], broken: np.ndarray, outputs: dict[str, Scores]
 ) -> dict[str, np.ndarray]:
     """Each detector's scores laid out over a tick's ``n`` records (see TickResult)."""
     scored = ~broken

@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from typing import NamedTuple
 
 import numpy as np
 
@@ -88,6 +90,14 @@ class OnlineQuantile:
         return high - diff * (1.0 - gamma) if gamma >= 0.5 else low + diff * gamma
 
 
+class Decisions(NamedTuple):
+    """A tick's verdicts, and the positions of those that quarantine (ascending): the
+    pipeline and :meth:`Policy.learn` then touch only those in Python."""
+
+    verdicts: list[Verdict]
+    held: list[int]
+
+
 class Policy:
     """Online-calibrated thresholds and the verdict for each event of a tick."""
 
@@ -118,18 +128,19 @@ class Policy:
         above = DECISION + DECISION * (raw - thr) / max(1.0 - thr, 1e-9)
         return np.clip(np.where(raw < thr, below, above), 0.0, 1.0)
 
-    def decide(self, outputs: Mapping[str, Scores], n: int) -> list[Verdict]:
+    def decide(self, outputs: Mapping[str, Scores], n: int) -> Decisions:
         normalised = {name: self.normalise(name, out.scores) for name, out in outputs.items()}
         overall = np.vstack(list(normalised.values())).max(axis=0) if normalised else np.zeros(n)
-        verdicts = [Verdict(Action.CLEAN, score) for score in overall.tolist()]
-        for i in np.flatnonzero(overall >= DECISION).tolist():
+        verdicts = list(map(Verdict, repeat(Action.CLEAN, n), overall.tolist()))
+        held = np.flatnonzero(overall >= DECISION).tolist()
+        for i in held:
             reasons = tuple(
                 self._reason(name, outputs[name], i, float(norm[i]))
                 for name, norm in normalised.items()
                 if norm[i] >= DECISION
             )
             verdicts[i] = Verdict(Action.QUARANTINE, verdicts[i].score, reasons)
-        return verdicts
+        return Decisions(verdicts, held)
 
     def _reason(self, name: str, out: Scores, i: int, score: float) -> Reason:
         threshold = self.thresholds.get(name)
@@ -139,7 +150,7 @@ class Policy:
         campaign = out.campaign_ids[i] if out.campaign_ids is not None else None
         return Reason(name, score, detail, threshold, campaign)
 
-    def learn(self, outputs: Mapping[str, Scores], verdicts: Sequence[Verdict]) -> None:
+    def learn(self, outputs: Mapping[str, Scores], decisions: Decisions) -> None:
         """Feed this tick's raw scores to the calibrators and refresh the thresholds.
 
         Events a decisive detector quarantined (campaign members, trigger carriers) are left
@@ -147,15 +158,10 @@ class Policy:
         calibrated detector quarantined stay in: dropping them would truncate the tail the
         quantile is measured on, and the threshold would ratchet down tick after tick.
         """
-        decisive = self.decisive
-        sample = np.fromiter(
-            (
-                not any(r.detector in decisive for r in v.reasons) if v.reasons else True
-                for v in verdicts
-            ),
-            dtype=bool,
-            count=len(verdicts),
-        )
+        decisive, verdicts = self.decisive, decisions.verdicts
+        sample = np.ones(len(verdicts), dtype=bool)
+        for i in decisions.held:  # only a held event has reasons
+            sample[i] = not any(r.detector in decisive for r in verdicts[i].reasons)
         for name, quantile in self.quantiles.items():
             out = outputs.get(name)
             if out is not None and sample.any():

@@ -31,7 +31,7 @@ from streamguard.pipeline import (
     dlq_message,
     quarantine_message,
 )
-from streamguard.policy import OnlineQuantile, Policy, PolicyConfig
+from streamguard.policy import Decisions, OnlineQuantile, Policy, PolicyConfig
 
 
 class Scripted:
@@ -355,7 +355,7 @@ def test_the_online_quantile_is_numpys_quantile_of_its_window_to_the_last_bit(
 
 def test_a_detector_still_warming_up_sets_no_threshold_even_from_a_whole_warmup_of_scores():
     policy = Policy(["anomaly"], [], PolicyConfig(warmup=10, calibration_window=100))
-    clean = [Verdict(Action.CLEAN, 0.0)] * 20
+    clean = Decisions([Verdict(Action.CLEAN, 0.0)] * 20, held=[])
     policy.learn({"anomaly": Scores(np.zeros(20), [None] * 20, warming=True)}, clean)
     assert policy.thresholds["anomaly"] == np.inf  # was 0.0: every later score above it
     policy.learn({"anomaly": Scores(np.linspace(0.0, 1.0, 20), [None] * 20)}, clean)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -48,13 +49,16 @@ class Batch:
 
     @classmethod
     def of(cls, events: Sequence[FeedbackEvent]) -> Batch:
+        """The columns read with ``map`` and ``attrgetter``, in C: once per event, and a
+        generator expression per column cost three Python frames an event."""
         n = len(events)
-        ts = np.fromiter((e.ts for e in events), dtype=np.float64, count=n)
-        rating = np.fromiter(
-            (np.nan if e.rating is None else e.rating for e in events), dtype=np.float64, count=n
-        )
-        kind = np.fromiter((KIND_CODES[e.kind] for e in events), dtype=np.int8, count=n)
+        ts = np.fromiter(map(_TS, events), dtype=np.float64, count=n)
+        rating = np.array(list(map(_RATING, events)), dtype=np.float64)  # None -> NaN
+        kind = np.fromiter(map(KIND_CODES.__getitem__, map(_KIND, events)), dtype=np.int8, count=n)
         return cls(events=events, ts=ts, rating=rating, kind=kind)
+
+
+_TS, _RATING, _KIND = attrgetter("ts"), attrgetter("rating"), attrgetter("kind")
 
 
 @dataclass(frozen=True, slots=True)
