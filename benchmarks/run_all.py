@@ -20,6 +20,7 @@ Each figure is the median of several runs; ratios compare runs made in the same 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import os
@@ -31,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,22 +208,38 @@ def raw_pass(
         gc.set_threshold(*before)
 
 
-def bench_kafka(bootstrap: str, n: int) -> dict[str, float]:
-    from kafka import KafkaProducer
+@contextlib.contextmanager
+def scratch_topics(bootstrap: str, names: list[str]) -> Iterator[None]:
+    """Topics of one partition for one pass, deleted after it: a broker that kept every
+    pass's topics grew to 900 partitions and 8 GiB of logs over a few sessions, and a
+    benchmark should not depend on what ran before it."""
     from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, 1, 1) for name in names])
+        yield
+    finally:
+        admin.delete_topics(names)
+        admin.close()
+
+
+def bench_kafka(bootstrap: str, n: int) -> dict[str, float]:
+    run = uuid.uuid4().hex[:8]
+    sources = {name: f"bench-{run}.events-{i}" for i, name in enumerate(E2E_TRAFFIC)}
+    sinks = [f"bench-{run}.{t}" for t in ("raw", "clean", "quarantine", "dlq")]
+    with scratch_topics(bootstrap, sinks + list(sources.values())):
+        return kafka_pass(bootstrap, n, run, sources)
+
+
+def kafka_pass(bootstrap: str, n: int, run: str, sources: dict[str, str]) -> dict[str, float]:
+    """One pass of section 2 on the topics of ``run`` (see :func:`bench_kafka`)."""
+    from kafka import KafkaProducer
 
     from streamguard.metrics import Metrics
     from streamguard.probes import Liveness
     from streamguard.service import Service
 
-    run = uuid.uuid4().hex[:8]
-    sources = {name: f"bench-{run}.events-{i}" for i, name in enumerate(E2E_TRAFFIC)}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics(
-        [NewTopic(f"bench-{run}.{t}", 1, 1) for t in ("raw", "clean", "quarantine", "dlq")]
-        + [NewTopic(topic, 1, 1) for topic in sources.values()]
-    )
-    admin.close()
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024)
     for name, (scenario, kind) in E2E_TRAFFIC.items():
         for line in stream(scenario, n, kind):
@@ -330,18 +347,20 @@ def write_paced_events(out: Any, n: int, name: str) -> None:
 
 
 def bench_latency(bootstrap: str, rate: float, seconds: float, name: str) -> dict[str, float]:
-    from kafka.admin import KafkaAdminClient, NewTopic
+    run = uuid.uuid4().hex[:8]
+    topics = [f"lat-{run}.{t}" for t in ("events", "clean", "quarantine", "dlq")]
+    with scratch_topics(bootstrap, topics):
+        return latency_pass(bootstrap, rate, seconds, name, run)
 
+
+def latency_pass(
+    bootstrap: str, rate: float, seconds: float, name: str, run: str
+) -> dict[str, float]:
+    """One pass of section 3 on the topics of ``run`` (see :func:`bench_latency`)."""
     from streamguard.metrics import Metrics
     from streamguard.probes import Liveness
     from streamguard.service import Service
 
-    run = uuid.uuid4().hex[:8]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics(
-        [NewTopic(f"lat-{run}.{t}", 1, 1) for t in ("events", "clean", "quarantine", "dlq")]
-    )
-    admin.close()
     kafka = load_settings().kafka.model_copy(
         update={
             "bootstrap_servers": bootstrap,
