@@ -49,8 +49,8 @@ class Batch:
 
     @classmethod
     def of(cls, events: Sequence[FeedbackEvent]) -> Batch:
-        """The columns read with ``map`` and ``attrgetter``, in C: once per event, and a
-        generator expression per column cost three Python frames an event."""
+        """The columns, read by ``map`` and ``attrgetter``, which run in C: a generator
+        expression per column resumed a Python frame for every event and column."""
         n = len(events)
         ts = np.fromiter(map(_TS, events), dtype=np.float64, count=n)
         rating = np.array(list(map(_RATING, events)), dtype=np.float64)  # None -> NaN
