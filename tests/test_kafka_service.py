@@ -183,7 +183,7 @@ def test_a_killed_publisher_process_is_replaced_and_nothing_is_lost(kafka_broker
         assert publisher_pid(proc.pid) not in (None, first), "the publisher was not replaced"
     finally:
         log = stop(proc)
-        print(log[-20_000:])  # shown by pytest when the test fails (it timed out once in CI)
+        print(log)  # pytest shows it when the test fails (it timed out twice in CI)
     assert proc.returncode == 0, log
     assert "the publisher process is gone; starting a new one" in log
     assert_each_exactly_once(names, [e["event_id"] for e in stream], 0)
