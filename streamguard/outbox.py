@@ -111,6 +111,10 @@ class ProcessRunner:
         log_format: str = "json",
     ) -> None:
         ctx = multiprocessing.get_context("spawn")
+        # Set when the pipe fails: a killed child closes it before it can be reaped, and
+        # a publisher found alive then would not be replaced (its open transaction would
+        # hold the group's committed offsets unstable until it timed out).
+        self.broken = False
         self.conn, child_end = ctx.Pipe()
         self.stop = ctx.Event()
         self.process = ctx.Process(
@@ -135,6 +139,7 @@ class ProcessRunner:
         try:
             self.conn.send((messages, offsets, group))
         except OSError as exc:  # died since it was last seen alive: the tick is read again
+            self.broken = True
             raise KafkaError(f"publisher process gone: {exc!r}") from exc
 
     def wait(self, on_error: Callable[[Exception], None], stopping: Callable[[], bool]) -> float:
@@ -158,11 +163,12 @@ class ProcessRunner:
         try:
             reply: tuple[str, str] = self.conn.recv()
         except (EOFError, OSError) as exc:  # a killed child may reset the pipe instead
+            self.broken = True
             raise CommitAbandoned(f"publisher process closed its pipe ({exc!r})") from exc
         return reply
 
     def alive(self) -> bool:
-        return self.process.is_alive()
+        return not self.broken and self.process.is_alive()
 
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):  # the child may be gone already

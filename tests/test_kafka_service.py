@@ -189,6 +189,27 @@ def test_a_killed_publisher_process_is_replaced_and_nothing_is_lost(kafka_broker
     assert_each_exactly_once(names, [e["event_id"] for e in stream], 0)
 
 
+def test_a_publisher_whose_pipe_closed_is_dead_even_before_its_process_is_reaped():
+    # A SIGKILLed child's pipe reads EOF while the process may still look alive; taken as
+    # alive it was not replaced, and the rewind then waited on its open transaction (the
+    # test above timed out twice in CI that way).
+    import multiprocessing
+    from types import SimpleNamespace
+
+    from streamguard.kafka import CommitAbandoned
+    from streamguard.outbox import ProcessRunner
+
+    runner = ProcessRunner.__new__(ProcessRunner)  # no child: only its pipe and liveness
+    runner.broken = False
+    runner.conn, child_end = multiprocessing.Pipe()
+    runner.process = SimpleNamespace(is_alive=lambda: True, exitcode=None)
+    child_end.close()
+    assert runner.alive()
+    with pytest.raises(CommitAbandoned, match="closed its pipe"):
+        runner.wait(lambda exc: None, lambda: False)
+    assert not runner.alive()
+
+
 def test_the_transactional_producer_waits_the_configured_backoff_between_transactions(
     kafka_broker,
 ):
