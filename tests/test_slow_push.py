@@ -34,9 +34,9 @@ class World:
         self.users = 0
         self.t = T0
 
-    def _add(self, account: str, item: str, rating: float) -> None:
+    def _add(self, account: str, item: str, rating: float, **extra: Any) -> None:
         self.t += 30.0
-        fields = {"account_id": account, "item_id": item, "rating": float(rating)}
+        fields = {"account_id": account, "item_id": item, "rating": float(rating), **extra}
         self.events.append(event(len(self.events), ts=self.t, **fields))
 
     def sittings(self, n: int, size: int = 20) -> None:
@@ -49,15 +49,19 @@ class World:
                 self._add(f"u{self.users}", self.items[k], r)
             self.t += 6 * HOUR
 
-    def fake_sitting(self, name: str, target: str, filler: int = 15) -> None:
-        """An average-model shill: filler near each item's quality, the target at 5."""
+    def fake_sitting(
+        self, name: str, target: str, filler: int = 15, created: float | None = None
+    ) -> None:
+        """An average-model shill: filler near each item's quality, the target at 5
+        (``created``: the account's creation date, sent with each event)."""
         self.fake.add(name)
+        extra = {} if created is None else {"account_created_at": created}
         picks = self.rng.choice(len(self.items) - 1, filler, replace=False).tolist()
         for j, k in enumerate(picks):
             if j == filler // 2:
-                self._add(name, target, 5.0)
+                self._add(name, target, 5.0, **extra)
             r = np.clip(np.round(self.quality[k] * 2) / 2, 1, 5)
-            self._add(name, self.items[k], r)
+            self._add(name, self.items[k], r, **extra)
 
     def burst(self, item: str, raters: int) -> None:
         """A new release: many users rate it in their sitting with a natural spread."""
@@ -148,6 +152,38 @@ def test_a_viral_release_rated_with_a_natural_spread_opens_nothing():
 def test_benign_traffic_alone_opens_nothing():
     w = World(seed=3)
     w.sittings(300)
+    assert_finds_nothing(w.events)
+
+
+def test_a_push_packed_into_hours_is_left_to_the_campaign_detector():
+    """Most of a run within hours is a burst: the campaign detector judges bursts with
+    tests made for them (which account is new, who else is busy), so the long view opens
+    nothing even when a few stragglers later stretch the run over days."""
+    w = World(seed=5)
+    w.quality[-1] = 2.0
+    w.sittings(100)
+    for a in range(15):
+        w.fake_sitting(f"f{a}", "i399")  # back to back: about two hours
+    for a in range(15, 18):
+        w.sittings(3)
+        w.fake_sitting(f"f{a}", "i399")  # stragglers over the next days
+    w.sittings(20)
+    assert w.t - T0 > 14 * 24 * HOUR
+    assert_finds_nothing(w.events)
+
+
+def test_a_run_given_mostly_by_accounts_old_by_their_creation_dates_opens_nothing():
+    """Established users rallying to an item are enthusiasm, not sock puppets: when
+    accounts old by their creation dates give half the run or more, the young ones among
+    them are not taken for a campaign either."""
+    w = World(seed=6)
+    w.quality[-1] = 2.0
+    w.sittings(100)
+    for a in range(15):
+        w.sittings(3)
+        old = a % 3 != 0  # ten of the fifteen have had their accounts for a year
+        w.fake_sitting(f"f{a}", "i399", created=w.t - (365 if old else 2) * 24 * HOUR)
+    w.sittings(20)
     assert_finds_nothing(w.events)
 
 

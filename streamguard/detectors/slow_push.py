@@ -342,10 +342,13 @@ class SlowPushDetector:
             k = len(extreme)
             if k < self.min_accounts:
                 continue
-            hits = sum(1 for r in inside if r[1] == side)
-            first = min(r[4] for r in inside if r[1] == side)
-            if float(batch.ts[i]) - first < self.min_span_hours * 3600.0:
-                continue  # a burst within hours is the campaign detector's to judge
+            times = sorted(r[4] for r in inside if r[1] == side)
+            hits = len(times)
+            if 2 * _densest(times, self.min_span_hours * 3600.0) > hits:
+                continue  # most of the run came within hours: the campaign detector's to judge
+            ts = float(batch.ts[i])
+            if 2 * sum(1 for a in extreme if self._old(a, ts)) >= k:
+                continue  # established users give much of it: enthusiasm, not sock puppets
             kept_inside = sum(1 for r in inside if r[3] and r[1] == side and r[0] < clock)
             all_kept_inside = sum(1 for r in inside if r[3] and r[0] < clock)
             base_k = (item.kept_side[side] if item is not None else 0) - kept_inside
@@ -439,6 +442,11 @@ class SlowPushDetector:
             self._add_member(tick, camp, account_id, ts)
         return camp
 
+    def _old(self, account_id: str, ts: float) -> bool:
+        """Is the account old by its creation date (known from an earlier tick)?"""
+        acc = self._accounts._data.get(account_id)
+        return acc is not None and ts - acc.created > self.fresh_age  # False for NaN
+
     def _activity(self, account_id: str) -> int:
         acc = self._accounts._data.get(account_id)
         return acc.n if acc is not None else 0
@@ -521,3 +529,13 @@ class SlowPushDetector:
             self._closed.append(camp)
             for key in [k for k, v in self._targets.items() if v == cid]:
                 del self._targets[key]
+
+
+def _densest(times: list[float], span: float) -> int:
+    """The most of the sorted ``times`` that fall within one stretch of ``span``."""
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= span:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
