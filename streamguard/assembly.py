@@ -86,7 +86,10 @@ def build_pipeline(settings: Settings) -> Pipeline:
         )
     )
     releases = ReleaseLog(
-        p.max_accounts, p.revocable_releases_per_account, p.revocation_window_days * DAY
+        p.max_accounts,
+        p.revocable_releases_per_account,
+        p.revocation_window_days * DAY,
+        p.revocation_min_accounts,
     )
     scale = RatingScale(p.rating_low, p.rating_high)
     return Pipeline(detectors, policy, features, scale, releases, p.micro_batch)

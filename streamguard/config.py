@@ -102,6 +102,10 @@ class PipelineSettings(_Section):
     # How far back a late finding can revoke releases. The log keeps every clean event of
     # the window (about 350 bytes each), so memory is traffic per day x this.
     revocation_window_days: float = Field(14.0, gt=0)
+    # On a quiet stream, where the window holds fewer accounts than this, the log keeps
+    # the releases of the most recently active this many accounts, however old: a drip of
+    # a few fakes a week is found months in. At most this x the per-account cap below.
+    revocation_min_accounts: int = Field(10_000, ge=0)
     # How many of an account's latest releases in that window a late finding can revoke:
     # enough for a fake's whole burst. The log never holds more than the window's traffic,
     # nor more than max_accounts x this releases.

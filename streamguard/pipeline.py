@@ -113,7 +113,11 @@ RELEASES_PER_ACCOUNT = 64
 class ReleaseLog:
     """Recent clean releases per account, so a late campaign finding can revoke them.
 
-    Bounded three ways: accounts (LRU), releases per account, and age in event time.
+    Bounded three ways: accounts (LRU), releases per account, and age in event time. On a
+    quiet stream, where the window holds fewer than ``keep_accounts`` accounts, the log
+    keeps the most recently active ``keep_accounts`` whatever their age: a drip of a few
+    fakes a week is found months in, and their releases are still there to take back
+    (memory is that of ``keep_accounts`` logs, small beside a busy stream's window).
     An account holds one bytes object: its newest event time, how many values follow,
     then each raw value it released after its length. Ids and times are read back from a
     value on the rare revocation, so a release costs its bytes and four more, not a
@@ -121,12 +125,15 @@ class ReleaseLog:
     exact-size copy: a serialiser's bytes may sit in a much larger allocation.
     """
 
-    def __init__(self, max_accounts: int, per_account: int, window_seconds: float) -> None:
+    def __init__(
+        self, max_accounts: int, per_account: int, window_seconds: float, keep_accounts: int = 0
+    ) -> None:
         if per_account < 1:
             raise ValueError(f"per_account must be >= 1, got {per_account}")
         self.table: LRUTable[bytes] = LRUTable(max_accounts)
         self.per_account = per_account
         self.window_seconds = window_seconds
+        self.keep_accounts = keep_accounts
 
     def record(self, event: FeedbackEvent, value: bytes) -> None:
         self.record_all(((event, value),))
@@ -163,9 +170,25 @@ class ReleaseLog:
 
     def expire(self, now: float) -> None:
         """Forget accounts whose newest release left the window (least recently touched
-        first), so the log holds a window of traffic, not every account ever seen."""
+        first), so the log holds a window of traffic, not every account ever seen; never
+        fewer than ``keep_accounts``."""
         horizon = now - self.window_seconds
-        self.table.expire(lambda held: _HEAD.unpack_from(held)[0] < horizon)
+        if len(self.table) > self.keep_accounts:
+            self.table.expire(
+                lambda held: (
+                    _HEAD.unpack_from(held)[0] < horizon and len(self.table) > self.keep_accounts
+                )
+            )
+
+    def reach(self, now: float) -> float:
+        """The oldest event time still revocable: the window's start, or, where the log
+        keeps older accounts (``keep_accounts``), the newest release of the least recently
+        active one."""
+        horizon = now - self.window_seconds
+        data = self.table._data
+        if not data or len(data) > self.keep_accounts:
+            return horizon  # the window bounds the log, as on any busy stream
+        return min(horizon, _HEAD.unpack_from(data[next(iter(data))])[0])
 
     def take(
         self,
@@ -174,12 +197,12 @@ class ReleaseLog:
         now: float,
         kinds: frozenset[str] | None = None,
     ) -> list[tuple[FeedbackEvent, bytes]]:
-        """Remove and return the account's releases since ``since_ts`` within the window
-        (of ``kinds`` only, when given: the others stay revocable)."""
+        """Remove and return the account's releases since ``since_ts`` within the log's
+        reach (of ``kinds`` only, when given: the others stay revocable)."""
+        horizon = max(since_ts, self.reach(now))  # before the pop: it may be the oldest
         held = self.table.pop(account_id)
         if held is None:
             return []
-        horizon = max(since_ts, now - self.window_seconds)
         taken, kept = [], []
         for value in _unpack(held):
             event = event_from_json(value)

@@ -302,8 +302,10 @@ def test_fuzzed_input_never_crashes_the_default_pipeline(values):
             assert (o.action is Action.DLQ) == (o.error is not None)
 
 
-def test_release_log_forgets_accounts_whose_releases_left_the_window():
-    log = ReleaseLog(max_accounts=1_000, per_account=8, window_seconds=100.0)
+@pytest.mark.parametrize("keep_accounts", [0, 29])
+def test_release_log_forgets_accounts_whose_releases_left_the_window(keep_accounts):
+    """A floor the window already holds (``keep_accounts`` 29) changes nothing."""
+    log = ReleaseLog(1_000, per_account=8, window_seconds=100.0, keep_accounts=keep_accounts)
     for i in range(50):
         raw = event(i, account_id=f"a{i}", ts=T0 + i)
         log.record(event_from_dict(raw), orjson.dumps(raw))
@@ -311,6 +313,22 @@ def test_release_log_forgets_accounts_whose_releases_left_the_window():
     assert len(log.table) == 29
     assert log.take("a20", 0.0, T0 + 49) == []
     assert [e.event_id for e, _ in log.take("a21", 0.0, T0 + 49)] == ["e21"]
+
+
+def test_on_a_quiet_stream_the_release_log_keeps_its_most_recently_active_accounts():
+    """A drip of a few fakes a week is found months in: where the window holds fewer
+    accounts than ``keep_accounts``, the most recently active stay revocable, however old
+    their releases."""
+    log = ReleaseLog(max_accounts=1_000, per_account=8, window_seconds=100.0, keep_accounts=30)
+    for i in range(50):
+        raw = event(i, account_id=f"a{i}", ts=T0 + i)
+        log.record(event_from_dict(raw), orjson.dumps(raw))
+    now = T0 + 10_000.0  # every release is far outside the window
+    log.expire(now)
+    assert len(log.table) == 30
+    assert log.reach(now) == T0 + 20
+    assert log.take("a19", 0.0, now) == []
+    assert [e.event_id for e, _ in log.take("a20", 0.0, now)] == ["e20"]
 
 
 def test_release_log_keeps_the_newest_releases_per_account():
