@@ -56,6 +56,10 @@ class World:
         (``created``: the account's creation date, sent with each event)."""
         self.fake.add(name)
         extra = {} if created is None else {"account_created_at": created}
+        self.sitting_with(name, target, filler, **extra)
+
+    def sitting_with(self, name: str, target: str, filler: int, **extra: Any) -> None:
+        """One sitting: ``filler`` items near their quality, and ``target`` at 5."""
         picks = self.rng.choice(len(self.items) - 1, filler, replace=False).tolist()
         for j, k in enumerate(picks):
             if j == filler // 2:
@@ -183,6 +187,20 @@ def test_a_run_given_mostly_by_accounts_old_by_their_creation_dates_opens_nothin
         w.sittings(3)
         old = a % 3 != 0  # ten of the fifteen have had their accounts for a year
         w.fake_sitting(f"f{a}", "i399", created=w.t - (365 if old else 2) * 24 * HOUR)
+    w.sittings(20)
+    assert_finds_nothing(w.events)
+
+
+def test_fans_busier_than_twice_the_streams_typical_account_open_nothing():
+    """Sock puppets are cheap. Fifteen users who rate 60 films a sitting (the stream's
+    typical user rates 20) and love an obscure one are its audience, not a push: the
+    same run from sixteen-event accounts opens a campaign (first test)."""
+    w = World(seed=7)
+    w.quality[-1] = 2.0
+    w.sittings(100)
+    for a in range(15):
+        w.sittings(3)
+        w.sitting_with(f"fan{a}", "i399", filler=59)
     w.sittings(20)
     assert_finds_nothing(w.events)
 
