@@ -205,6 +205,27 @@ def test_fans_busier_than_twice_the_streams_typical_account_open_nothing():
     assert_finds_nothing(w.events)
 
 
+def test_skipping_busy_items_changes_no_verdict(monkeypatch):
+    """The shortcut for busy items is exact: with it and without it, the same scores."""
+    w = spread_push(seed=8)
+    fast = detector(ring_size=32)  # a short ring: busy items outgrow it
+    skipped = []
+    popular = SlowPushDetector._popular
+
+    def counted(self, *args):
+        skipped.append(popular(self, *args))
+        return skipped[-1]
+
+    monkeypatch.setattr(SlowPushDetector, "_popular", counted)
+    scores, _ = run(fast, w.events)
+    assert any(skipped) and not all(skipped)
+    monkeypatch.setattr(SlowPushDetector, "_popular", lambda self, *args: False)
+    slow = detector(ring_size=32)
+    assert np.array_equal(run(slow, w.events)[0], scores)
+    assert [c.members for c in slow.campaigns()] == [c.members for c in fast.campaigns()]
+    assert fast.campaigns() and (scores >= 0.5).any()  # the push is still found
+
+
 def test_score_batch_is_repeatable_and_a_checkpoint_resumes_the_same():
     w = spread_push(seed=4)
     head, tail = w.events[:2_500], w.events[2_500:]
