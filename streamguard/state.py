@@ -33,10 +33,11 @@ from streamguard.config import Settings
 from streamguard.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-# 6: campaigns keep each target's established rate at any value; 5: drift's counts since
-# a change point hold kept values only; 4: packed release log, histogram slots; 3: raw
+# 7: the release log keeps a floor of accounts, slow pushes the typical activity; 6:
+# campaigns keep each target's established rate at any value; 5: drift's counts since a
+# change point hold kept values only; 4: packed release log, histogram slots; 3: raw
 # values only; 2: per partition
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 
 Offsets = dict[tuple[str, int], int]
 

@@ -149,6 +149,21 @@ def test_a_tick_spanning_weeks_still_revokes_releases_from_just_before_it():
     assert [r.event_id for r in revoked] == ["e0"]
 
 
+def test_on_a_quiet_stream_a_finding_months_later_still_revokes_through_the_pipeline():
+    """MovieLens's 20,000 ratings span two years: a drip found months in must take back
+    what its members released then, while the log holds few accounts."""
+    day = 86400.0
+    det = Scripted()
+    pipe = pipeline_with(det)
+    pipe.releases = ReleaseLog(10, per_account=8, window_seconds=14 * day, keep_accounts=5)
+    pipe.process(records([event(0, account_id="bad", ts=T0), event(1, ts=T0 + 1)]))
+    pipe.process(records([event(2, ts=T0 + 90 * day)], start=2))
+    det.flag_accounts = [Flag("bad", "c9", "drip on item i1")]
+    tick = [event(3, account_id="bad", ts=T0 + 120 * day)]
+    revoked = pipe.process(records(tick, start=3)).revocations
+    assert [r.event_id for r in revoked] == ["e0"]
+
+
 def test_a_flag_for_some_kinds_revokes_only_those_and_keeps_the_rest_revocable():
     log = ReleaseLog(max_accounts=10, per_account=8, window_seconds=1e9)
     kinds = ["rating", "label", "rating", "label"]

@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,8 @@ _CEILING_PRIOR = 4.0  # pseudo-ratings behind the concentration ceiling
 # times an average item's. Pushes pick obscure items; popular ones draw honest extremes.
 _QUIET = 4.0
 _CEILING_MIN_RATINGS = 10  # items with this many kept ratings make the ceiling
-_CEILING_EVERY = 2_000  # rated events between two ceiling updates
+_CEILING_EVERY = 2_000  # rated events between two updates of the ceilings and the typical
+_TYPICAL_SAMPLE = 2_000  # most recently active accounts whose median activity is typical
 _MIN_CAP = 20.0  # the smallest activity cap of members (events), whatever the group's median
 
 
@@ -195,6 +197,7 @@ class SlowPushDetector:
         # items reach naturally (their 99th percentile), never below the configured one.
         self._ceilings = [concentration_ceiling] * 3
         self._ceiling_clock = 0
+        self._typical = 0.0  # the median activity (events) of recently active accounts
         self._next_id = 0
         self._opened_total = 0
         self._pending: _Tick | None = None
@@ -297,13 +300,17 @@ class SlowPushDetector:
         self._targets.update(tick.targets)
         self._next_id = tick.next_id
         if self._clock - self._ceiling_clock >= _CEILING_EVERY:
-            self._update_ceilings()
+            self._learn_norms()
         self._expire()
 
-    def _update_ceilings(self) -> None:
-        """Learn how concentrated honest items get: a base where good items draw mostly 5s
-        must not read each popular item's run of 5s as a push."""
+    def _learn_norms(self) -> None:
+        """Learn what honest traffic looks like: how concentrated honest items get (a base
+        where good items draw mostly 5s must not read each popular item's run of 5s as a
+        push), and how busy a typical active account is (see ``_busy``)."""
         self._ceiling_clock = self._clock
+        recent = islice(reversed(self._accounts._data.values()), _TYPICAL_SAMPLE)
+        activity = np.fromiter((acc.n for acc in recent), np.int64)
+        self._typical = float(np.median(activity)) if len(activity) else 0.0
         known = [it for it in self._items._data.values() if it.kept >= _CEILING_MIN_RATINGS]
         if len(known) < 20:
             return
@@ -373,15 +380,13 @@ class SlowPushDetector:
 
     def _busy(self, recent: list[_Rating], side: int, start: int) -> bool:
         """Is the run's typical rater (median events) busier than twice the stream's
-        typical account, and than ``_MIN_CAP``? Sock puppets are cheap; a group of
-        long-standing heavy users is a film's audience (MovieLens: pushes' groups 4-40
-        events at a stream median of 15-40, *The Two Towers*' fans 117-124)."""
+        typical account (recently active ones, refreshed with the ceilings), and than
+        ``_MIN_CAP``? Sock puppets are cheap; a group of long-standing heavy users is a
+        film's audience (MovieLens: pushes' groups 4-40 events at a stream median of
+        15-40, *The Two Towers*' fans 117-124)."""
         group = {r[2] for r in recent if r[0] > start and r[1] & 3 == side}
         busy = float(np.median([self._activity(a) for a in group]))
-        if busy <= _MIN_CAP:
-            return False
-        typical = np.fromiter((acc.n for acc in self._accounts._data.values()), np.int64)
-        return busy > 2.0 * float(np.median(typical))
+        return busy > max(_MIN_CAP, 2.0 * self._typical)
 
     def _popular(self, item: _Item, clock: int, added: int) -> bool:
         """Would every window fail the test that the item was quiet before it? A shortcut
