@@ -19,6 +19,7 @@ topic as ``detector_error`` (a poison record must not block its partition).
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -181,14 +182,11 @@ class ReleaseLog:
             )
 
     def reach(self, now: float) -> float:
-        """The oldest event time still revocable: the window's start, or, where the log
-        keeps older accounts (``keep_accounts``), the newest release of the least recently
-        active one."""
-        horizon = now - self.window_seconds
-        data = self.table._data
-        if not data or len(data) > self.keep_accounts:
-            return horizon  # the window bounds the log, as on any busy stream
-        return min(horizon, _HEAD.unpack_from(data[next(iter(data))])[0])
+        """The oldest event time still revocable: the window's start on a busy stream;
+        while the log holds no more than ``keep_accounts``, whatever it holds."""
+        if len(self.table) > self.keep_accounts:
+            return now - self.window_seconds
+        return -math.inf
 
     def take(
         self,
@@ -198,11 +196,18 @@ class ReleaseLog:
         kinds: frozenset[str] | None = None,
     ) -> list[tuple[FeedbackEvent, bytes]]:
         """Remove and return the account's releases since ``since_ts`` within the log's
-        reach (of ``kinds`` only, when given: the others stay revocable)."""
-        horizon = max(since_ts, self.reach(now))  # before the pop: it may be the oldest
+        reach (of ``kinds`` only, when given: the others stay revocable). Past the
+        window only for an account whose whole history the log still holds: a small
+        account found late (a drip's) is taken back whole, while a busy one that filled
+        its log loses no more than the window, as before the floor (MovieLens: an honest
+        heavy rater flagged by mistake in `shilling_nuke` lost 64 old releases)."""
+        reach = self.reach(now)  # before the pop: it may be the oldest
         held = self.table.pop(account_id)
         if held is None:
             return []
+        if _HEAD.unpack_from(held)[1] >= self.per_account:
+            reach = max(reach, now - self.window_seconds)
+        horizon = max(since_ts, reach)
         taken, kept = [], []
         for value in _unpack(held):
             event = event_from_json(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 
 import numpy as np
 import orjson
@@ -162,6 +163,19 @@ def test_on_a_quiet_stream_a_finding_months_later_still_revokes_through_the_pipe
     tick = [event(3, account_id="bad", ts=T0 + 120 * day)]
     revoked = pipe.process(records(tick, start=3)).revocations
     assert [r.event_id for r in revoked] == ["e0"]
+
+
+def test_past_the_window_only_accounts_whose_whole_history_the_log_holds_are_taken():
+    """A drip's small accounts found late are taken back whole; a busy account that filled
+    its log loses no more than the window, as it would without the floor."""
+    log = ReleaseLog(max_accounts=1_000, per_account=3, window_seconds=100.0, keep_accounts=30)
+    for i, (account, ts) in enumerate([("small", 10), ("small", 20)] + [("busy", 50)] * 4):
+        raw = event(i, account_id=account, ts=T0 + ts + i)
+        log.record(event_from_dict(raw), orjson.dumps(raw))
+    now = T0 + 155.0  # the window starts at T0 + 55: only busy's newest release is inside
+    log.expire(now)
+    assert [e.event_id for e, _ in log.take("small", 0.0, now)] == ["e0", "e1"]
+    assert [e.event_id for e, _ in log.take("busy", 0.0, now)] == ["e5"]
 
 
 def test_a_flag_for_some_kinds_revokes_only_those_and_keeps_the_rest_revocable():
@@ -341,7 +355,7 @@ def test_on_a_quiet_stream_the_release_log_keeps_its_most_recently_active_accoun
     now = T0 + 10_000.0  # every release is far outside the window
     log.expire(now)
     assert len(log.table) == 30
-    assert log.reach(now) == T0 + 20
+    assert log.reach(now) == -math.inf
     assert log.take("a19", 0.0, now) == []
     assert [e.event_id for e, _ in log.take("a20", 0.0, now)] == ["e20"]
 
