@@ -201,7 +201,7 @@ class ReleaseLog:
         account found late (a drip's) is taken back whole, while a busy one that filled
         its log loses no more than the window, as before the floor (MovieLens: an honest
         heavy rater flagged by mistake in `shilling_nuke` lost 64 old releases)."""
-        reach = self.reach(now)  # before the pop: it may be the oldest
+        reach = self.reach(now)  # before the pop, which can bring the log to its floor
         held = self.table.pop(account_id)
         if held is None:
             return []
