@@ -147,6 +147,7 @@ def test_hand_stream_by_campaign_counts_revocation_when_it_happened():
         "detected_at_line": 6,
         "time_to_detect_events": 2,
         "time_to_detect_seconds": 4.0,
+        "time_to_detect_events_by_detector": {"burst": 2},
     }
     # c2: e5 went to the dlq (not scored); e7 quarantined at once.
     assert c2 == {
@@ -161,7 +162,21 @@ def test_hand_stream_by_campaign_counts_revocation_when_it_happened():
         "detected_at_line": 7,
         "time_to_detect_events": 1,
         "time_to_detect_seconds": 0.0,
+        "time_to_detect_events_by_detector": {"text": 1, "burst": 1},
     }
+
+
+def test_each_detector_has_its_own_time_to_detect():
+    """Issue 4 asks how soon the drift detectors fire, whoever fired first."""
+    rows = [
+        row(i, f"e{i}", "quarantine" if i >= 2 else "clean", "quarantine" if i >= 2 else "clean",
+            0.9 if i >= 2 else 0.1, reasons, ts=float(i), left_at=i if i >= 2 else None)
+        for i, reasons in enumerate([(), (), ("campaign",), ("campaign",), ("campaign", "drift")])
+    ]  # fmt: skip
+    truth = {f"e{i}": TruthRow(f"e{i}", True, "bomb", "c1") for i in range(5)}
+    c1 = compute_metrics(rows, truth, elapsed_s=1.0)["by_campaign"]["c1"]
+    assert c1["time_to_detect_events"] == 3
+    assert c1["time_to_detect_events_by_detector"] == {"campaign": 3, "drift": 5}
 
 
 def test_hand_stream_by_detector():
