@@ -52,10 +52,12 @@ def test_a_stop_in_the_middle_changes_no_verdict(stream, tmp_path, kafka_broker,
     env = service_env(tmp_path / "state")
     proc = start_service(names, env=env)
     try:
+        # A quarter, not half: each check opens an admin client, and on a loaded machine
+        # the service once committed the other half before the signal came.
         wait_for(
-            lambda: committed(names["group"], names["events"]) >= len(lines) // 2,
+            lambda: committed(names["group"], names["events"]) >= len(lines) // 4,
             120,
-            "half the stream",
+            "a quarter of the stream",
         )
     finally:
         proc.send_signal(how)
