@@ -306,7 +306,7 @@ class SlowPushDetector:
     def _learn_norms(self) -> None:
         """Learn what honest traffic looks like: how concentrated honest items get (a base
         where good items draw mostly 5s must not read each popular item's run of 5s as a
-        push), and how busy a typical active account is (see ``_busy``)."""
+        push), and how busy a typical active account is (see ``_audience``)."""
         self._ceiling_clock = self._clock
         recent = islice(reversed(self._accounts._data.values()), _TYPICAL_SAMPLE)
         activity = np.fromiter((acc.n for acc in recent), np.int64)
@@ -374,18 +374,21 @@ class SlowPushDetector:
                 continue
             if best is None or total > best[0]:
                 best = (total, concentration, window)
-        if best is None or self._busy(recent, side, clock - best[2]):
+        if best is None:
             return None
-        return self._open(tick, batch, i, side, recent, best)
+        start = clock - best[2]
+        group = list(dict.fromkeys(r[2] for r in recent if r[0] > start and r[1] & 3 == side))
+        busy = float(np.median([self._activity(a) for a in group]))
+        if self._audience(busy):
+            return None
+        return self._open(tick, batch, i, side, best, group, busy)
 
-    def _busy(self, recent: list[_Rating], side: int, start: int) -> bool:
+    def _audience(self, busy: float) -> bool:
         """Is the run's typical rater (median events) busier than twice the stream's
         typical account (recently active ones, refreshed with the ceilings), and than
         ``_MIN_CAP``? Sock puppets are cheap; a group of long-standing heavy users is a
         film's audience (MovieLens: pushes' groups 4-40 events at a stream median of
         15-40, *The Two Towers*' fans 117-124)."""
-        group = {r[2] for r in recent if r[0] > start and r[1] & 3 == side}
-        busy = float(np.median([self._activity(a) for a in group]))
         return busy > max(_MIN_CAP, 2.0 * self._typical)
 
     def _popular(self, item: _Item, clock: int, added: int) -> bool:
@@ -433,9 +436,12 @@ class SlowPushDetector:
         batch: Batch,
         i: int,
         side: int,
-        recent: list[_Rating],
         best: tuple[float, float, int],
+        group: list[str],
+        busy: float,
     ) -> Campaign:
+        """Open a campaign on the best window; ``group`` are the accounts that gave its
+        run (or one step off it), in order, and ``busy`` their median activity."""
         total, concentration, window = best
         e = batch.events[i]
         clock, ts = int(tick.clocks[i]), float(batch.ts[i])
@@ -460,12 +466,9 @@ class SlowPushDetector:
         camp.target_baselines[e.item_id] = (clock, float(item.kept_side[side] if item else 0))
         tick.campaigns[cid] = camp
         tick.targets[(e.item_id, side)] = cid
-        start = clock - window
-        group = list(dict.fromkeys(r[2] for r in recent if r[0] > start and r[1] & 3 == side))
-        activity = [self._activity(a) for a in group]
         # Sock puppets are small: an account far busier than the group's typical one is a
         # real user who happened to rate the target, not a member.
-        camp.evidence["member_cap"] = max(3.0 * float(np.median(activity)), _MIN_CAP)
+        camp.evidence["member_cap"] = max(3.0 * busy, _MIN_CAP)
         for account_id in group:
             self._add_member(tick, camp, account_id, ts)
         return camp
