@@ -319,14 +319,17 @@ def _by_campaign(
     # Members seen up to and including the detection moment: (campaign, line) keys are sorted.
     span = int(c.line.max(initial=0)) + 2
     keys = camp * span + line
-    seen = np.searchsorted(keys, np.arange(k) * span + det_at, side="right") - starts
+
+    def seen_by(at: np.ndarray) -> np.ndarray:
+        """Per campaign, its members seen up to and including position ``at``."""
+        return np.searchsorted(keys, np.arange(k) * span + at, side="right") - starts
+
+    seen = seen_by(det_at)
     by_detector = {}
     for detector, lines in (named or {}).items():
-        mine = np.zeros(len(c.line), bool)
-        mine[lines] = True
-        d_at, _ = _first_departure(camp, np.where(mine[idx], left_at, -1), c.left_ts[idx], k)
-        d_seen = np.searchsorted(keys, np.arange(k) * span + d_at, side="right") - starts
-        by_detector[detector] = (d_at, d_seen)
+        mine = np.where(np.isin(idx, lines), left_at, -1)
+        d_at, _ = _first_departure(camp, mine, c.left_ts[idx], k)
+        by_detector[detector] = (d_at, seen_by(d_at))
     out: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(c.campaigns):
         has = counts[i] > 0
@@ -377,12 +380,13 @@ def _opt(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def _by_detector(rows: Sequence[VerdictRow], c: Columns) -> dict[str, dict[str, Any]]:
+def _by_detector(
+    rows: Sequence[VerdictRow], c: Columns, named: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, Any]]:
     """Per detector named in the final reasons: how often, and how often rightly, over scored lines.
 
     Detectors that only appear in ``detector_scores`` are listed too, with zero flags.
     """
-    named = _named(rows, c)
     scored_names = set(chain.from_iterable(r.detector_scores for r in rows))
     n_poisoned = int(np.count_nonzero(c.scored & c.poisoned))
     out: dict[str, dict[str, Any]] = {}
@@ -412,6 +416,7 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """The ``metrics.json`` document; see the module docstring for which lines count where."""
     c = columns(rows, truth)
+    named = _named(rows, c)
     y = c.poisoned[c.scored]
     auc, ap = auc_and_ap(y, c.score[c.scored])
     n = len(rows)
@@ -435,8 +440,8 @@ def compute_metrics(
         "auc_roc": auc,
         "average_precision": ap,
         "by_attack": _by_attack(c),
-        "by_campaign": _by_campaign(c, _named(rows, c)),
-        "by_detector": _by_detector(rows, c),
+        "by_campaign": _by_campaign(c, named),
+        "by_detector": _by_detector(rows, c, named),
         "elapsed_s": elapsed,
         "throughput_eps": ratio(n, elapsed) if elapsed > 0 else 0.0,
     }
