@@ -226,6 +226,31 @@ def test_skipping_busy_items_changes_no_verdict(monkeypatch):
     assert fast.campaigns() and (scores >= 0.5).any()  # the push is still found
 
 
+def test_skipping_items_with_few_extremes_changes_no_verdict(monkeypatch):
+    """Counting the ring's extremes first is exact, and the counts follow the ring as it
+    forgets its oldest ratings."""
+    w = spread_push(seed=8)
+    fast = detector(ring_size=32)
+    skipped = []
+    too_few = SlowPushDetector._too_few
+
+    def counted(self, *args):
+        skipped.append(too_few(self, *args))
+        return skipped[-1]
+
+    monkeypatch.setattr(SlowPushDetector, "_too_few", counted)
+    scores, _ = run(fast, w.events)
+    assert any(skipped) and not all(skipped)
+    for item in fast._items._data.values():
+        codes = [r[1] for r in item.recent]
+        assert item.in_ring[1:] == [codes.count(1), codes.count(2)]
+    monkeypatch.setattr(SlowPushDetector, "_too_few", lambda self, *args: False)
+    slow = detector(ring_size=32)
+    assert np.array_equal(run(slow, w.events)[0], scores)
+    assert [c.members for c in slow.campaigns()] == [c.members for c in fast.campaigns()]
+    assert fast.campaigns() and (scores >= 0.5).any()
+
+
 def test_score_batch_is_repeatable_and_a_checkpoint_resumes_the_same():
     w = spread_push(seed=4)
     head, tail = w.events[:2_500], w.events[2_500:]

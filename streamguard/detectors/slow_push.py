@@ -41,9 +41,11 @@ ratings are laid over it), so scoring is repeatable; ``learn_batch`` commits.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,9 @@ _RATED = 1  # KIND_CODES of rating (0) and review (1) are <= this
 _HIGH, _LOW = 1, 2
 _SIDE_NAME = {_HIGH: "push", _LOW: "nuke"}
 _NEAR = 4  # bit or-ed into a side code: one step off the extreme
+# The exact extreme of a side code: 0 (middle) for a rating one step off.
+_EXACT = (0, _HIGH, _LOW, 0, 0, 0, 0, 0)
+_CLOCK = itemgetter(0)  # a rating's stream clock
 _CEILING_PRIOR = 4.0  # pseudo-ratings behind the concentration ceiling
 # A target is quiet: its own past rate of the extreme (Gamma posterior mean) at most this many
 # times an average item's. Pushes pick obscure items; popular ones draw honest extremes.
@@ -106,15 +111,26 @@ _Rating = tuple[int, int, str, bool, float]
 class _Item:
     """One item: its recent ratings (observed) and its baseline counts (kept only)."""
 
-    __slots__ = ("born", "kept", "kept_side", "recent", "last_clock")
+    __slots__ = ("born", "kept", "kept_side", "recent", "in_ring", "last_clock")
 
     def __init__(self, clock: int, ring_size: int) -> None:
         self.born = clock
         self.kept = 0  # kept ratings since first seen
         self.kept_side = [0, 0, 0]  # kept ratings per side code (middle, high, low)
-        # (clock, side code with the near bit, account, kept) of the last ratings.
+        # (clock, side code with the near bit, account, kept, time) of the last ratings.
         self.recent: deque[_Rating] = deque(maxlen=ring_size)
+        # Ratings in the ring per exact code (middle or near, high, low): an item whose
+        # ring holds fewer than ``min_accounts`` of an extreme cannot pass the test.
+        self.in_ring = [0, 0, 0]
         self.last_clock = clock
+
+    def append(self, rating: _Rating) -> None:
+        """Add a rating to the ring, forgetting the oldest when it is full."""
+        recent, in_ring = self.recent, self.in_ring
+        if len(recent) == recent.maxlen:
+            in_ring[_EXACT[recent[0][1]]] -= 1
+        recent.append(rating)
+        in_ring[_EXACT[rating[1]]] += 1
 
 
 class _Account:
@@ -226,7 +242,7 @@ class SlowPushDetector:
     def score_batch(self, batch: Batch) -> Scores:
         n = len(batch)
         scores = Scores(np.zeros(n), [None] * n, [None] * n)
-        rated = (batch.kind <= _RATED) & ~np.isnan(batch.rating)
+        rated = _rated(batch)
         clocks = self._clock + np.cumsum(rated) - 1
         near_high = batch.rating >= self.high - 1.0  # a sloppy fake's 4 or 4.5
         near_low = batch.rating <= self.low + 1.0
@@ -236,58 +252,91 @@ class SlowPushDetector:
         codes = np.where(rated, codes, 0).astype(np.int8)
         tick = _Tick(clocks, codes, next_id=self._next_id)
         self._pending = tick
-        overlay: dict[str, list[_Rating]] = {}
-        for i in np.flatnonzero(rated).tolist():
-            e = batch.events[i]
-            code, clock = int(codes[i]), int(clocks[i])
-            added = overlay.setdefault(e.item_id, [])
-            added.append((clock, code, e.account_id, True, float(batch.ts[i])))
-            side = code & 3
-            if not side:
-                continue
-            camp = self._target(tick, e.item_id, side)
-            if camp is None and not code & _NEAR and clock >= self.warmup_events:
-                camp = self._test(tick, batch, i, side, added)
-            if camp is not None:
-                self._join(tick, camp, batch, i, clock)
+        extremes = np.flatnonzero(codes & 3).tolist()
+        if extremes:
+            self._scan(tick, batch, rated, extremes)
         self._mark_members(tick, batch, scores)
         return scores
 
+    def _scan(self, tick: _Tick, batch: Batch, rated: np.ndarray, extremes: list[int]) -> None:
+        """Each extreme of the tick in order (``extremes``: positions) joins its item's
+        open campaign or, at the exact extreme, tests the item's run, with the tick's
+        earlier ratings of the item laid over its ring.
+
+        Most tests end at the cheapest question, whether the item's ring and the tick
+        hold ``min_accounts`` ratings of that extreme at all, counted before a rating is
+        copied (the ring keeps its counts)."""
+        events = batch.events
+        clocks, codes, ts = tick.clocks.tolist(), tick.codes.tolist(), batch.ts.tolist()
+        wanted = {events[i].item_id for i in extremes}
+        positions: dict[str, list[int]] = {}  # the tick's ratings of those items, in order
+        for i in np.flatnonzero(rated).tolist():
+            item_id = events[i].item_id
+            if item_id in wanted:
+                positions.setdefault(item_id, []).append(i)
+        items = self._items._data
+        for i in extremes:
+            e = events[i]
+            code, clock = codes[i], clocks[i]
+            side = code & 3
+            camp = None
+            if tick.targets or self._targets:
+                camp = self._target(tick, e.item_id, side)
+            if camp is None and not code & _NEAR and clock >= self.warmup_events:
+                mine = [j for j in positions[e.item_id] if j <= i]
+                in_tick = sum(1 for j in mine if codes[j] == side)
+                if self._too_few(items.get(e.item_id), side, in_tick):
+                    continue
+                added = [(clocks[j], codes[j], events[j].account_id, True, ts[j]) for j in mine]
+                camp = self._test(tick, batch, i, side, added)
+            if camp is not None:
+                self._join(tick, camp, batch, i, clock)
+
     def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:
+        """Commit the tick: each rating into its item's ring (and, kept, its baseline),
+        each event into its account's activity. ``LRUTable.get`` is written out: this
+        loop runs for every event."""
         tick = self._pending
         if tick is None or len(tick.clocks) != len(batch):
             self.score_batch(batch)
             tick = self._pending
         assert tick is not None
         self._pending = None
-        rated = (batch.kind <= _RATED) & ~np.isnan(batch.rating)
-        for i in np.flatnonzero(rated).tolist():
-            e = batch.events[i]
-            clock, side, kept = int(tick.clocks[i]), int(tick.codes[i]), bool(keep[i])
-            item = self._items.get(e.item_id)
-            if item is None:
-                item = _Item(clock, self.ring_size)
-                self._items.put(e.item_id, item)
-            item.recent.append((clock, side, e.account_id, kept, float(batch.ts[i])))
-            item.last_clock = clock
-            exact = 0 if side & _NEAR else side
-            if kept:
-                item.kept += 1
-                item.kept_side[exact] += 1
-                self._kept += 1
-                self._kept_side[exact] += 1
+        rated = _rated(batch)
+        clocks, codes, ts = tick.clocks.tolist(), tick.codes.tolist(), batch.ts.tolist()
+        kept_l, rated_l = keep.astype(bool).tolist(), rated.tolist()
+        item_of, put_item = self._items._data, self._items.put
+        account_of, put_account = self._accounts._data, self._accounts.put
+        kept_side = self._kept_side
         for i, e in enumerate(batch.events):
-            acc = self._accounts.get(e.account_id)
+            clock = clocks[i]
+            if rated_l[i]:
+                item_id, kept, side = e.item_id, kept_l[i], codes[i]
+                item = item_of.pop(item_id, None)
+                if item is None:
+                    item = _Item(clock, self.ring_size)
+                    put_item(item_id, item)
+                else:
+                    item_of[item_id] = item
+                item.append((clock, side, e.account_id, kept, ts[i]))
+                item.last_clock = clock
+                if kept:
+                    exact = _EXACT[side]
+                    item.kept += 1
+                    item.kept_side[exact] += 1
+                    self._kept += 1
+                    kept_side[exact] += 1
+            account_id = e.account_id
+            acc = account_of.pop(account_id, None)
             if acc is None:
-                acc = _Account(float(batch.ts[i]), int(tick.clocks[i]))
-                self._accounts.put(e.account_id, acc)
-            acc.last_clock = int(tick.clocks[i])
+                acc = _Account(ts[i], clock)
+                put_account(account_id, acc)
+            else:
+                account_of[account_id] = acc
+            acc.last_clock = clock
             acc.n += 1
             if e.account_created_at is not None:
                 acc.created = float(e.account_created_at)
-            cid = tick.members.get(e.account_id)
-            if cid:
-                acc.campaign = cid
         self._clock += int(rated.sum())
         for cid, camp in tick.campaigns.items():
             if cid not in self._campaigns:
@@ -342,23 +391,16 @@ class SlowPushDetector:
         if item is not None and self._popular(item, clock, len(added)):
             return None
         recent = list(item.recent) if item is not None else []
-        recent += added
+        recent += added  # in clock order, so each window is a tail
         born = item.born if item is not None else clock
+        ts = float(batch.ts[i])
         best: tuple[float, float, int] | None = None
+        # The questions in order of cost; a window must pass them all.
         for window in self.windows:
-            start = clock - window
-            inside = [r for r in recent if r[0] > start]
-            extreme = {r[2] for r in inside if r[1] == side}
-            k = len(extreme)
-            if k < self.min_accounts:
-                continue
-            times = sorted(r[4] for r in inside if r[1] == side)
-            hits = len(times)
-            if 2 * _densest(times, self.min_span_hours * 3600.0) > hits:
-                continue  # most of the run came within hours: the campaign detector's to judge
-            ts = float(batch.ts[i])
-            if 2 * sum(1 for a in extreme if self._old(a, ts)) >= k:
-                continue  # established users give much of it: enthusiasm, not sock puppets
+            inside = recent[bisect_right(recent, clock - window, key=_CLOCK) :]
+            hits = sum(1 for r in inside if r[1] == side)
+            if hits < self.min_accounts:
+                continue  # fewer ratings than min_accounts, so fewer accounts too
             kept_inside = sum(1 for r in inside if r[3] and r[1] == side and r[0] < clock)
             all_kept_inside = sum(1 for r in inside if r[3] and r[0] < clock)
             base_k = (item.kept_side[side] if item is not None else 0) - kept_inside
@@ -367,11 +409,19 @@ class SlowPushDetector:
             before = max(age - window, 0)
             if not (self._quiet(base_k, before, side) and self._quiet(base_n, before, 0)):
                 continue  # an item popular (at this extreme) before the window: not a target
-            nats = self._nats(hits, len(inside), base_k, base_n, age, window, side)
-            volume, concentration = nats
+            extreme = {r[2] for r in inside if r[1] == side}
+            k = len(extreme)
+            if k < self.min_accounts:
+                continue
+            volume, concentration = self._nats(hits, len(inside), base_k, base_n, age, window, side)
             total = volume + concentration
             if concentration < self.min_concentration_nats or total < self.threshold_nats:
                 continue
+            times = sorted(r[4] for r in inside if r[1] == side)
+            if 2 * _densest(times, self.min_span_hours * 3600.0) > hits:
+                continue  # most of the run came within hours: the campaign detector's to judge
+            if 2 * sum(1 for a in extreme if self._old(a, ts)) >= k:
+                continue  # established users give much of it: enthusiasm, not sock puppets
             if best is None or total > best[0]:
                 best = (total, concentration, window)
         if best is None:
@@ -382,6 +432,11 @@ class SlowPushDetector:
         if self._audience(busy):
             return None
         return self._open(tick, batch, i, side, best, group, busy)
+
+    def _too_few(self, item: _Item | None, side: int, in_tick: int) -> bool:
+        """Do the item's ring and the tick (``in_tick``) hold fewer than ``min_accounts``
+        ratings of this extreme? Then no window can pass the test (exact)."""
+        return (item.in_ring[side] if item is not None else 0) + in_tick < self.min_accounts
 
     def _audience(self, busy: float) -> bool:
         """Is the run's typical rater (median events) busier than twice the stream's
@@ -520,6 +575,8 @@ class SlowPushDetector:
         """Quarantine every event of the tick from members of open campaigns and flag the
         tick's new members so that their earlier releases are revoked."""
         assert scores.campaign_ids is not None
+        if not tick.members and not self._campaigns:
+            return  # only a campaign opened in this tick could hold anyone, through members
         seen: dict[str, int] = {}
         for i, e in enumerate(batch.events):
             seen[e.account_id] = seen.get(e.account_id, 0) + 1
@@ -560,6 +617,11 @@ class SlowPushDetector:
             self._closed.append(camp)
             for key in [k for k, v in self._targets.items() if v == cid]:
                 del self._targets[key]
+
+
+def _rated(batch: Batch) -> np.ndarray:
+    """Which events are ratings or reviews with a rating: the ones on the stream clock."""
+    return (batch.kind <= _RATED) & ~np.isnan(batch.rating)
 
 
 def _densest(times: list[float], span: float) -> int:
