@@ -7,11 +7,14 @@ import csv
 import orjson
 import pytest
 
+from streamguard.assembly import build_pipeline
 from streamguard.cli import main
 from streamguard.config import load_settings
+from streamguard.detectors.drift import DriftDetector
 from streamguard.evaluate import evaluate_lines
-from streamguard.evaluate.metrics import read_truth_csv
-from streamguard.evaluate.runner import read_lines
+from streamguard.evaluate.metrics import compute_metrics, read_truth_csv
+from streamguard.evaluate.runner import read_lines, replay
+from streamguard.simulate.simulation import simulate
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +71,21 @@ def test_eval_writes_the_contract_files(stream, tmp_path):
     assert len(rows) == len(lines) + 1
     assert rows[-1][:3] == ["", "dlq", "dlq"]
     assert '<img src="data:image/png;base64,' in (out / "report.html").read_text()
+
+
+def test_replay_marks_the_lines_where_the_drift_detector_alarmed():
+    sim = simulate("rating_bombing", 6000, seed=2)
+    pipeline = build_pipeline(load_settings())
+    rows, _ = replay(pipeline, [orjson.dumps(e) for e in sim.events], 500, progress=False)
+    (drift,) = [d for d in pipeline.detectors if isinstance(d, DriftDetector)]
+    marked = {
+        (sim.events[r.line]["item_id"], sim.events[r.line]["ts"]) for r in rows if r.drift_alarm
+    }
+    assert set((key, ts) for key, ts, _ in drift.ratings.alarm_log) <= marked
+    assert len(marked) <= drift.ratings.alarms_total + drift.labels.alarms_total
+    metrics = compute_metrics(rows, {t.event_id: t for t in sim.truth}, elapsed_s=1.0)
+    (bombing,) = metrics["by_campaign"].values()
+    assert 1 <= bombing["time_to_drift_alarm_events"] <= bombing["events"]
 
 
 def test_simulate_lists_scenarios(capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -148,6 +149,7 @@ def test_hand_stream_by_campaign_counts_revocation_when_it_happened():
         "time_to_detect_events": 2,
         "time_to_detect_seconds": 4.0,
         "time_to_detect_events_by_detector": {"burst": 2},
+        "time_to_drift_alarm_events": None,
     }
     # c2: e5 went to the dlq (not scored); e7 quarantined at once.
     assert c2 == {
@@ -163,6 +165,7 @@ def test_hand_stream_by_campaign_counts_revocation_when_it_happened():
         "time_to_detect_events": 1,
         "time_to_detect_seconds": 0.0,
         "time_to_detect_events_by_detector": {"text": 1, "burst": 1},
+        "time_to_drift_alarm_events": None,
     }
 
 
@@ -177,6 +180,20 @@ def test_each_detector_has_its_own_time_to_detect():
     c1 = compute_metrics(rows, truth, elapsed_s=1.0)["by_campaign"]["c1"]
     assert c1["time_to_detect_events"] == 3
     assert c1["time_to_detect_events_by_detector"] == {"campaign": 3, "drift": 5}
+
+
+def test_time_to_drift_alarm_counts_only_alarms_on_the_campaigns_own_events():
+    """An alarm comes before the holds it leads to, and another detector may hold the
+    events first; an alarm raised on an honest event is not the campaign's."""
+    rows = [
+        replace(row(i, f"e{i}", "clean", "clean", 0.1, ts=float(i)), drift_alarm=i in (1, 3))
+        for i in range(6)
+    ]
+    truth = {f"e{i}": TruthRow(f"e{i}", i >= 2, "bomb" if i >= 2 else "", "c1" if i >= 2 else "")
+             for i in range(6)}  # fmt: skip
+    c1 = compute_metrics(rows, truth, elapsed_s=1.0)["by_campaign"]["c1"]
+    assert c1["time_to_drift_alarm_events"] == 2  # line 3, the campaign's second event
+    assert c1["detected"] is False
 
 
 def test_hand_stream_by_detector():

@@ -10,11 +10,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
+from streamguard.detectors.drift import DriftDetector
+from streamguard.detectors.drift_item import KeyedDrift
+from streamguard.detectors.drift_labels import label_key
 from streamguard.evaluate.metrics import VerdictRow
 from streamguard.events import Action
 from streamguard.pipeline import Pipeline, SourceRecord, TickResult
@@ -64,19 +67,27 @@ class RowCollector:
             if line_no is None:
                 continue
             old = self.rows[line_no]
-            reasons = old.reasons + tuple(r.detector for r in rev.verdict.reasons)
-            self.rows[line_no] = VerdictRow(
-                old.line,
-                old.event_id,
-                old.first_action,
-                Action.QUARANTINE.value,
-                old.score,
-                reasons,
-                old.ts,
-                old.detector_scores,
-                last_line,
-                last_ts,
+            self.rows[line_no] = replace(
+                old,
+                final_action=Action.QUARANTINE.value,
+                reasons=old.reasons + tuple(r.detector for r in rev.verdict.reasons),
+                left_clean_at=last_line,
+                left_clean_ts=last_ts,
             )
+
+    def mark_alarms(self, result: TickResult, alarms: Sequence[tuple[str, float, int]]) -> None:
+        """Mark the lines on which the drift detector raised its alarms (key, event time,
+        direction): the event of that time on that key (an item, or a kind's label mix
+        of an item)."""
+        at: dict[tuple[str, float], int] = {}
+        for o in result.outcomes:
+            if o.event is not None:
+                at[(o.event.item_id, o.event.ts)] = o.record.offset
+                at[(label_key(o.event.kind, o.event.item_id), o.event.ts)] = o.record.offset
+        for key, ts, _ in alarms:
+            line = at.get((key, ts))
+            if line is not None:
+                self.rows[line] = replace(self.rows[line], drift_alarm=True)
 
     def ordered(self) -> list[VerdictRow]:
         return [self.rows[i] for i in sorted(self.rows)]
@@ -94,12 +105,33 @@ def replay(
     bar = tqdm(
         total=len(lines), unit="ev", file=sys.stderr, disable=not progress or None, desc="eval"
     )
+    signals = _drift_signals(pipeline)
     started = time.perf_counter()
     for start in range(0, len(lines), batch_size):
         chunk = lines[start : start + batch_size]
         records = [SourceRecord(v, source, 0, start + i) for i, v in enumerate(chunk)]
-        collector.add(pipeline.process(records))
+        before = [signal.alarms_total for signal in signals]
+        result = pipeline.process(records)
+        collector.add(result)
+        alarms = [a for s, n in zip(signals, before, strict=True) for a in _since(s, n)]
+        if alarms:
+            collector.mark_alarms(result, alarms)
         bar.update(len(chunk))
     elapsed = time.perf_counter() - started
     bar.close()
     return collector.ordered(), elapsed
+
+
+def _drift_signals(pipeline: Pipeline) -> list[KeyedDrift]:
+    """The drift detector's per-key signals (item ratings, item label mixes), if it runs."""
+    for detector in pipeline.detectors:
+        if isinstance(detector, DriftDetector):
+            return [detector.ratings, detector.labels]
+    return []
+
+
+def _since(signal: KeyedDrift, before: int) -> list[tuple[str, float, int]]:
+    """The alarms the signal raised since its count was ``before``; a tick that raised
+    more than its log holds loses its first ones."""
+    new = signal.alarms_total - before
+    return list(signal.alarm_log)[-new:] if new > 0 else []
