@@ -84,7 +84,7 @@ class SlowPushSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Off by default: it costs 5-7 us an event, a quarter of the detector core's
+    # Off by default: it costs about 5 us an event, a fifth of the detector core's
     # throughput (docs/DETECTORS.md). Turn it on where drips over months matter more.
     enabled: bool = False
     windows_events: tuple[int, ...] = (3_000, 12_000)
