@@ -78,7 +78,7 @@ class RowCollector:
     def mark_alarms(self, result: TickResult, alarms: Sequence[tuple[str, float, int]]) -> None:
         """Mark the lines on which the drift detector raised its alarms (key, event time,
         direction): the event of that time on that key (an item, or a kind's label mix
-        of an item)."""
+        of an item; the tick's last such event when several share the time)."""
         at: dict[tuple[str, float], int] = {}
         for o in result.outcomes:
             if o.event is not None:
