@@ -181,7 +181,9 @@ class FeatureState:
         """Fill ``batch.features`` and update the observed state, event by event.
 
         The loop is the hot path (a few microseconds an event): the tables' lookups and
-        the feature columns are local names, and the body is inlined, not a method call.
+        the feature columns are local names, the body is inlined, not a method call, and
+        ``max`` of two floats is a conditional that returns what ``max`` returns, NaN
+        included (the builtin costs some 70 ns more a call).
         """
         n = len(batch)
         cols = {name: np.full(n, np.nan) for name in FEATURE_NAMES}
@@ -215,22 +217,27 @@ class FeatureState:
                 put_item(item_id, item)
             else:
                 item_of[item_id] = item
-                item_gap_log[i] = log1p(max(ts - item.last_ts, 0.0))
+                gap = ts - item.last_ts
+                item_gap_log[i] = log1p(0.0 if gap < 0.0 else gap)
             rating = e.rating
             if rating is not None and item.n >= _MIN_ITEM_HISTORY:
                 std = sqrt(item.m2 / (item.n - 1))
-                rating_dev[i] = (rating - item.mean) / max(std, 0.5)
+                rating_dev[i] = (rating - item.mean) / (0.5 if std < 0.5 else std)
             item_count_log[i] = log1p(item.count)
             item.count += 1
-            item.last_ts = max(item.last_ts, ts)
+            if ts > item.last_ts:
+                item.last_ts = ts
 
             created = acc.created if acc.created is not None else e.account_created_at
             acc.created = created
             if created is not None:
-                age_days[i] = max(ts - created, 0.0) / 86400.0
-            dt = max(ts - acc.last_ts, 0.0)
+                age = ts - created
+                age_days[i] = (0.0 if age < 0.0 else age) / 86400.0
+            dt = ts - acc.last_ts
+            dt = 0.0 if dt < 0.0 else dt
             acc.rate = acc.rate * exp(-dt / _HOUR) + 1.0
-            acc.last_ts = max(acc.last_ts, ts)
+            if ts > acc.last_ts:
+                acc.last_ts = ts
             acc.count += 1
             if rating is not None:
                 name = _HISTOGRAM_BINS[bins[i]]
