@@ -411,7 +411,8 @@ class KeyedDrift:
         self.observed = (0.0, mid, sum((c - mid) ** 2 for c in self.centers) / self.bins)
         self.alarms_total = 0
         self.windows_opened = 0
-        # the latest alarms, for a status page: (key, event time, direction)
+        # the latest alarms, (key, event time, direction): the eval replay reads the new
+        # ones after each tick to time each campaign's first alarm (evaluate/runner.py)
         self.alarm_log: deque[tuple[str, float, int]] = deque(maxlen=256)
         # set to a list to record, per tested value, (key, test input, alarm direction,
         # whether the test was primed just before it)
