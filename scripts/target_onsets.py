@@ -10,7 +10,9 @@ against what ``metrics.json`` measured:
 - issue 5 (detected within ``--within`` campaign events): at which campaign event had
   ``--accounts`` of its accounts rated the target? The campaign detector finds groups of
   at least 3 accounts on one item; before then it cannot, unless something else gives
-  the first accounts away;
+  the first accounts away. Nor can it before its warm-up (``--warmup`` kept ratings,
+  ``detectors.campaign.warmup_events``): how many of the campaign's events came before
+  the stream's rating of that number?
 - issue 4 (a drift alarm within ``--alarm-within``): how many target ratings had come
   when the drift detector alarmed, and when did the campaign reach as many (the median
   over the campaigns it alarmed on)? A change test on the target's ratings needs a
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 from collections import defaultdict
+from itertools import islice
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -32,9 +35,10 @@ import orjson
 _RUNS = ("-shilling_", "-no_metadata-", "-rating_bombing-")
 
 
-def campaigns(run: Path, accounts: int) -> list[dict[str, Any]]:
+def campaigns(run: Path, accounts: int, warmup: int = 2_000) -> list[dict[str, Any]]:
     """Per campaign: its events, the two times measured, when ``accounts`` of its accounts
-    had rated the target, and the campaign event of each of its target ratings."""
+    had rated the target, the campaign event of each of its target ratings, and how many
+    of its events came before the stream's ``warmup``-th rating."""
     with (run / "truth.csv").open() as f:
         campaign_of = {r["event_id"]: r["campaign"] for r in csv.DictReader(f) if r["campaign"]}
     stream: list[dict[str, Any]] = []
@@ -50,16 +54,19 @@ def campaigns(run: Path, accounts: int) -> list[dict[str, Any]]:
         if campaign:
             raters[campaign][e.get("item_id")].add(e.get("account_id"))
     measured = orjson.loads((run / "metrics.json").read_bytes())["by_campaign"]
+    ratings = (k for k, e in enumerate(stream) if e.get("rating") is not None)
+    warm = next(islice(ratings, warmup - 1, None), len(stream)) if warmup > 0 else 0
     out = []
     for campaign, by_item in raters.items():
         target = max(by_item, key=lambda item: len(by_item[item]))
-        seen, events = set(), 0
+        seen, events, in_warmup = set(), 0, 0
         account_at = None
         target_at = []  # the campaign event of each of its target ratings
-        for e in stream:
+        for k, e in enumerate(stream):
             if campaign_of.get(str(e.get("event_id"))) != campaign:
                 continue
             events += 1
+            in_warmup += k < warm
             if e.get("item_id") != target or e.get("rating") is None:
                 continue
             target_at.append(events)
@@ -72,7 +79,7 @@ def campaigns(run: Path, accounts: int) -> list[dict[str, Any]]:
             "run": run.name, "campaign": campaign, "events": events,
             "detected": m.get("time_to_detect_events"),
             "alarm": m.get("time_to_drift_alarm_events"),
-            "account_at": account_at, "target_at": target_at,
+            "account_at": account_at, "target_at": target_at, "in_warmup": in_warmup,
         })  # fmt: skip
     return out
 
@@ -87,20 +94,24 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=3)
     parser.add_argument("--within", type=int, default=50)
     parser.add_argument("--alarm-within", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=2_000)
     args = parser.parse_args()
     runs = sorted(
         p for p in args.folder.iterdir() if p.is_dir() and any(r in p.name for r in _RUNS)
     )
-    found = [c for run in runs for c in campaigns(run, args.accounts)]
+    found = [c for run in runs for c in campaigns(run, args.accounts, args.warmup)]
     shilling = [c for c in found if "-rating_bombing-" not in c["run"]]
     late = [c for c in shilling if _late(c["detected"], args.within)]
     for c in late:
         print(f"{c['run']:36s} {c['campaign']}: detected after {c['detected']} events, "
-              f"{args.accounts} accounts on the target after {c['account_at']}")  # fmt: skip
-    blocked = sum(_late(c["account_at"], args.within) for c in late)
+              f"{args.accounts} accounts on the target after {c['account_at']}, "
+              f"events in the warm-up: {c['in_warmup']}")  # fmt: skip
+    few = [c for c in late if _late(c["account_at"], args.within)]
+    cold = [c for c in late if c not in few and c["in_warmup"] >= args.within]
     print(f"issue 5: {len(late)} of {len(shilling)} shilling campaigns detected after "
-          f"{args.within} events or never; in {blocked} of them fewer than {args.accounts} "
-          f"accounts had rated the target by then")  # fmt: skip
+          f"{args.within} events or never; in {len(few)} of them fewer than {args.accounts} "
+          f"accounts had rated the target by then, and in {len(cold)} more all those events "
+          f"came in the warm-up")  # fmt: skip
     alarmed = [c for c in found if c["alarm"] is not None]
     if not alarmed:
         return
