@@ -205,50 +205,42 @@ def test_fans_busier_than_twice_the_streams_typical_account_open_nothing():
     assert_finds_nothing(w.events)
 
 
-def test_skipping_busy_items_changes_no_verdict(monkeypatch):
-    """The shortcut for busy items is exact: with it and without it, the same scores."""
+def assert_shortcut_is_exact(monkeypatch, name: str) -> SlowPushDetector:
+    """Run a push with the shortcut method ``name`` and with it always False: it must
+    skip some tests and not all, and change no score and no campaign. A short ring, so
+    busy items outgrow it. Returns the detector that ran with the shortcut."""
     w = spread_push(seed=8)
-    fast = detector(ring_size=32)  # a short ring: busy items outgrow it
+    fast = detector(ring_size=32)
     skipped = []
-    popular = SlowPushDetector._popular
+    shortcut = getattr(SlowPushDetector, name)
 
     def counted(self, *args):
-        skipped.append(popular(self, *args))
+        skipped.append(shortcut(self, *args))
         return skipped[-1]
 
-    monkeypatch.setattr(SlowPushDetector, "_popular", counted)
+    monkeypatch.setattr(SlowPushDetector, name, counted)
     scores, _ = run(fast, w.events)
     assert any(skipped) and not all(skipped)
-    monkeypatch.setattr(SlowPushDetector, "_popular", lambda self, *args: False)
+    monkeypatch.setattr(SlowPushDetector, name, lambda self, *args: False)
     slow = detector(ring_size=32)
     assert np.array_equal(run(slow, w.events)[0], scores)
     assert [c.members for c in slow.campaigns()] == [c.members for c in fast.campaigns()]
     assert fast.campaigns() and (scores >= 0.5).any()  # the push is still found
+    return fast
+
+
+def test_skipping_busy_items_changes_no_verdict(monkeypatch):
+    """The shortcut for busy items is exact: with it and without it, the same scores."""
+    assert_shortcut_is_exact(monkeypatch, "_popular")
 
 
 def test_skipping_items_with_few_extremes_changes_no_verdict(monkeypatch):
     """Counting the ring's extremes first is exact, and the counts follow the ring as it
     forgets its oldest ratings."""
-    w = spread_push(seed=8)
-    fast = detector(ring_size=32)
-    skipped = []
-    too_few = SlowPushDetector._too_few
-
-    def counted(self, *args):
-        skipped.append(too_few(self, *args))
-        return skipped[-1]
-
-    monkeypatch.setattr(SlowPushDetector, "_too_few", counted)
-    scores, _ = run(fast, w.events)
-    assert any(skipped) and not all(skipped)
+    fast = assert_shortcut_is_exact(monkeypatch, "_too_few")
     for item in fast._items._data.values():
         codes = [r[1] for r in item.recent]
         assert item.in_ring[1:] == [codes.count(1), codes.count(2)]
-    monkeypatch.setattr(SlowPushDetector, "_too_few", lambda self, *args: False)
-    slow = detector(ring_size=32)
-    assert np.array_equal(run(slow, w.events)[0], scores)
-    assert [c.members for c in slow.campaigns()] == [c.members for c in fast.campaigns()]
-    assert fast.campaigns() and (scores >= 0.5).any()
 
 
 def test_score_batch_is_repeatable_and_a_checkpoint_resumes_the_same():
