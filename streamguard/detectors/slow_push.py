@@ -263,9 +263,10 @@ class SlowPushDetector:
         open campaign or, at the exact extreme, tests the item's run, with the tick's
         earlier ratings of the item laid over its ring.
 
-        Most tests end at the cheapest question, whether the item's ring and the tick
-        hold ``min_accounts`` ratings of that extreme at all, counted before a rating is
-        copied (the ring keeps its counts)."""
+        Most tests end at the cheapest questions, asked before a rating is copied:
+        whether the item's ring and the tick hold ``min_accounts`` ratings of that
+        extreme at all (the ring keeps its counts), and whether the item is too busy to
+        be a target (``_popular``)."""
         events = batch.events
         clocks, codes, ts = tick.clocks.tolist(), tick.codes.tolist(), batch.ts.tolist()
         wanted = {events[i].item_id for i in extremes}
@@ -285,10 +286,13 @@ class SlowPushDetector:
             if camp is None and not code & _NEAR and clock >= self.warmup_events:
                 mine = [j for j in positions[e.item_id] if j <= i]
                 in_tick = sum(1 for j in mine if codes[j] == side)
-                if self._too_few(items.get(e.item_id), side, in_tick):
+                item = items.get(e.item_id)
+                if self._too_few(item, side, in_tick):
+                    continue
+                if item is not None and self._popular(item, clock, len(mine)):
                     continue
                 added = [(clocks[j], codes[j], events[j].account_id, True, ts[j]) for j in mine]
-                camp = self._test(tick, batch, i, side, added)
+                camp = self._test(tick, batch, i, side, item, added)
             if camp is not None:
                 self._join(tick, camp, batch, i, clock)
 
@@ -381,15 +385,12 @@ class SlowPushDetector:
         batch: Batch,
         i: int,
         side: int,
+        item: _Item | None,
         added: list[_Rating],
     ) -> Campaign | None:
-        """Is the item's recent run of this extreme surprising in some window? Opens a
-        campaign on the best window that passes."""
-        e = batch.events[i]
+        """Is the run of this extreme on event ``i``'s item (``item``, None when new)
+        surprising in some window? Opens a campaign on the best window that passes."""
         clock = int(tick.clocks[i])
-        item = self._items._data.get(e.item_id)
-        if item is not None and self._popular(item, clock, len(added)):
-            return None
         recent = list(item.recent) if item is not None else []
         recent += added  # in clock order, so each window is a tail
         born = item.born if item is not None else clock
