@@ -23,7 +23,6 @@ against what ``metrics.json`` measured:
 from __future__ import annotations
 
 import argparse
-import csv
 from collections import defaultdict
 from itertools import islice
 from pathlib import Path
@@ -32,15 +31,21 @@ from typing import Any
 
 import orjson
 
+from streamguard.detectors.campaign import CampaignSettings
+from streamguard.evaluate.metrics import read_truth_csv
+
 _RUNS = ("-shilling_", "-no_metadata-", "-rating_bombing-")
 
 
-def campaigns(run: Path, accounts: int, warmup: int = 2_000) -> list[dict[str, Any]]:
+_WARMUP = CampaignSettings().warmup_events  # the campaign detector's, by default
+
+
+def campaigns(run: Path, accounts: int, warmup: int = _WARMUP) -> list[dict[str, Any]]:
     """Per campaign: its events, the two times measured, when ``accounts`` of its accounts
     had rated the target, the campaign event of each of its target ratings, and how many
     of its events came before the stream's ``warmup``-th rating."""
-    with (run / "truth.csv").open() as f:
-        campaign_of = {r["event_id"]: r["campaign"] for r in csv.DictReader(f) if r["campaign"]}
+    truth = read_truth_csv(run / "truth.csv")
+    campaign_of = {event_id: t.campaign for event_id, t in truth.items() if t.campaign}
     stream: list[dict[str, Any]] = []
     with (run / "events.jsonl").open("rb") as f:
         for line in f:
@@ -94,7 +99,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=3)
     parser.add_argument("--within", type=int, default=50)
     parser.add_argument("--alarm-within", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=2_000)
+    parser.add_argument("--warmup", type=int, default=_WARMUP)
     args = parser.parse_args()
     runs = sorted(
         p for p in args.folder.iterdir() if p.is_dir() and any(r in p.name for r in _RUNS)
