@@ -33,11 +33,12 @@ from streamguard.config import Settings
 from streamguard.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-# 8: slow pushes count each item's ring extremes; 7: the release log keeps a floor of
+# 9: slow pushes keep items and accounts as numpy columns and one ring of ratings; 8: slow
+# pushes count each item's ring extremes; 7: the release log keeps a floor of
 # accounts, slow pushes the typical activity; 6: campaigns keep each target's established
 # rate at any value; 5: drift's counts since a change point hold kept values only; 4:
 # packed release log, histogram slots; 3: raw values only; 2: per partition
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 
 Offsets = dict[tuple[str, int], int]
 

@@ -92,10 +92,12 @@ def run(det: SlowPushDetector, events: list[dict[str, Any]], size: int = 100):
     return np.array(scores), flags
 
 
-def spread_push(seed: int = 0, accounts: int = 15) -> World:
-    """Honest warm-up, then fake accounts arriving one by one between honest sittings."""
+def spread_push(seed: int = 0, accounts: int = 15, favourites: int = 0) -> World:
+    """Honest warm-up, then fake accounts arriving one by one between honest sittings
+    (``favourites``: how many items of middling popularity draw mostly 5s)."""
     w = World(seed)
     w.quality[-1] = 2.0  # pushers pick an obscure, below-average item
+    w.quality[100 : 100 + favourites] = 5.0
     w.sittings(100)
     for a in range(accounts):
         w.sittings(3)
@@ -205,42 +207,107 @@ def test_fans_busier_than_twice_the_streams_typical_account_open_nothing():
     assert_finds_nothing(w.events)
 
 
-def assert_shortcut_is_exact(monkeypatch, name: str) -> SlowPushDetector:
-    """Run a push with the shortcut method ``name`` and with it always False: it must
-    skip some tests and not all, and change no score and no campaign. A short ring, so
-    busy items outgrow it. Returns the detector that ran with the shortcut."""
+@pytest.mark.parametrize("tick", [100, 500])
+def test_ruling_extremes_out_from_counts_changes_no_verdict(monkeypatch, tick):
+    """The tick-wide shortcut (``_may_pass``) is exact: run a push with it and with every
+    extreme tested, the same scores and campaigns. It must rule out some extremes and
+    not all. A short item run (``ring_size``), so busy items outgrow it; ticks of 500
+    hold several of the push's ratings each."""
     w = spread_push(seed=8)
     fast = detector(ring_size=32)
-    skipped = []
-    shortcut = getattr(SlowPushDetector, name)
+    passed: list[np.ndarray] = []
+    shortcut = SlowPushDetector._may_pass
 
     def counted(self, *args):
-        skipped.append(shortcut(self, *args))
-        return skipped[-1]
+        passed.append(shortcut(self, *args))
+        return passed[-1]
 
-    monkeypatch.setattr(SlowPushDetector, name, counted)
-    scores, _ = run(fast, w.events)
-    assert any(skipped) and not all(skipped)
-    monkeypatch.setattr(SlowPushDetector, name, lambda self, *args: False)
+    monkeypatch.setattr(SlowPushDetector, "_may_pass", counted)
+    scores, _ = run(fast, w.events, tick)
+    ruled = np.concatenate(passed)
+    assert ruled.any() and not ruled.all()
+    monkeypatch.setattr(SlowPushDetector, "_may_pass", lambda self, t, b, r, at: at >= 0)
     slow = detector(ring_size=32)
-    assert np.array_equal(run(slow, w.events)[0], scores)
+    assert np.array_equal(run(slow, w.events, tick)[0], scores)
     assert [c.members for c in slow.campaigns()] == [c.members for c in fast.campaigns()]
     assert fast.campaigns() and (scores >= 0.5).any()  # the push is still found
-    return fast
 
 
-def test_skipping_busy_items_changes_no_verdict(monkeypatch):
-    """The shortcut for busy items is exact: with it and without it, the same scores."""
-    assert_shortcut_is_exact(monkeypatch, "_popular")
+@pytest.mark.parametrize("tick", [100, 500])
+def test_every_extreme_ruled_out_fails_the_count_questions_in_every_window(monkeypatch, tick):
+    """What ``_may_pass`` rules out, the test itself would have: for each such extreme,
+    each window has too few ratings of the extreme or an item busy before it. Checked
+    where the bound is closest: on the push's own target, and on items of middling
+    popularity that draw mostly 5s (busy at the extreme, quiet in all)."""
+    from streamguard.detectors.slow_push import _added, _positions
+
+    w = spread_push(seed=8, favourites=100)
+    det = detector(ring_size=32)
+    shortcut = SlowPushDetector._may_pass
+    ruled_out = 0
+
+    def checked(self, t, batch, rated, at):
+        nonlocal ruled_out
+        possible = shortcut(self, t, batch, rated, at)
+        for i in at[~possible].tolist():
+            item_id = batch.events[i].item_id
+            positions = _positions(batch.events, rated, {item_id})[item_id]
+            side, clock = int(t.codes[i]), int(t.clocks[i])
+            added = _added(t, batch, positions, i)
+            recent, (born, kept_all, kept_side) = self._history(
+                self._items.row(item_id), side, clock, added
+            )
+            for window in self.windows:
+                first = self._first_questions(
+                    recent, clock, window, side, clock - born, kept_all, kept_side
+                )
+                assert first is None, (item_id, i, window)
+            ruled_out += 1
+        return possible
+
+    monkeypatch.setattr(SlowPushDetector, "_may_pass", checked)
+    run(det, w.events, tick)
+    assert ruled_out > 100
 
 
-def test_skipping_items_with_few_extremes_changes_no_verdict(monkeypatch):
-    """Counting the ring's extremes first is exact, and the counts follow the ring as it
-    forgets its oldest ratings."""
-    fast = assert_shortcut_is_exact(monkeypatch, "_too_few")
-    for item in fast._items._data.values():
-        codes = [r[1] for r in item.recent]
-        assert item.in_ring[1:] == [codes.count(1), codes.count(2)]
+def test_window_counts_follow_the_ring_as_it_forgets():
+    """Each item's count per window and side is what the ring holds in that window."""
+    w = spread_push(seed=8)
+    det = detector()
+    run(det, w.events)
+    ring, counts = det._ring, det._items.cols["in_window"]
+    for k, start in enumerate(ring.starts):
+        held = np.zeros_like(counts[:, 3 * k : 3 * k + 3])
+        exact = np.array([0, 1, 2, 0, 0, 0, 0, 0])[ring.code[start : ring.end]]
+        np.add.at(held, (ring.item[start : ring.end], exact), 1)
+        assert np.array_equal(held, counts[:, 3 * k : 3 * k + 3])
+        assert ring.end - start == min(det._clock, det.windows[k])
+
+
+def test_idle_ids_are_forgotten_and_their_rows_reused():
+    """State stays bounded: a sweep forgets items and accounts idle for ``ttl_events``
+    rated events, then the least recent accounts beyond ``max_accounts``; new ids take
+    the forgotten rows. The push is still found."""
+    w = spread_push(seed=2)
+    det = detector(ttl_events=3_000, max_accounts=100)
+    scores, _ = run(det, w.events)
+    assert (scores >= 0.5).any()
+    accounts, items = det._accounts, det._items
+    horizon = det._clock - 3_000
+    last = {key: accounts.cols["last"][row] for key, row in accounts.index.items()}
+    recent = sorted((v for v in last.values() if v >= horizon), reverse=True)
+    assert len(recent) > 100  # the cap has work to do
+    det._swept = -(10**9)  # the next tick's sweep, now
+    det._expire()
+    assert len(accounts) == 100
+    assert min(last[key] for key in accounts.index) >= recent[100]  # the most recent kept
+    assert (items.cols["last"][items.live_rows()] >= horizon).all()
+    assert len(items) < len({e["item_id"] for e in w.events})
+    assert sorted(accounts.index.values()) == accounts.live_rows().tolist()
+    rows, seen = len(accounts.ids), len(w.events)
+    w.sittings(5)  # five new users take forgotten rows
+    run(det, w.events[seen:])
+    assert len(accounts.ids) == rows and len(accounts) == 105
 
 
 def test_score_batch_is_repeatable_and_a_checkpoint_resumes_the_same():
@@ -260,5 +327,9 @@ def test_settings_are_strict_and_frozen():
         SlowPushSettings(threshold_nats=0)
     with pytest.raises(ValidationError):
         SlowPushSettings(unknown=1)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="longest window"):
+        SlowPushSettings(windows_events=(3_000, 12_000), max_items=10_000)
+    with pytest.raises(ValueError, match="longest window"):
+        SlowPushDetector(windows_events=(3_000,), ttl_events=2_000)
     knobs = SlowPushSettings().model_dump(exclude={"enabled"})
     assert SlowPushDetector(**knobs).name == "slow_push"

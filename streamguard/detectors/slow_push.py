@@ -32,10 +32,18 @@ earlier releases), their later events are quarantined while the campaign is open
 at or next to the extreme meanwhile join.
 
 Baselines learn from kept events only; the windows hold what was observed, so the push
-itself keeps accumulating evidence while it is quarantined. State is bounded: items and
-accounts are LRU tables with a size cap and expiry in stream clock, each item keeps its
-last ``ring_size`` ratings. ``score_batch`` never changes committed state (a tick's own
-ratings are laid over it), so scoring is repeatable; ``learn_batch`` commits.
+itself keeps accumulating evidence while it is quarantined. ``score_batch`` never changes
+committed state (a tick's own ratings are laid over it), so scoring is repeatable;
+``learn_batch`` commits.
+
+Cost. The detector learns from every event, so its state is numpy columns, not Python
+objects: items and accounts are rows (:class:`_Rows`), the stream's last ratings (as many
+as the longest window) one ring of columns (:class:`_Ring`), and a tick is learnt in a
+handful of array operations. Each item's count of each extreme per window, kept as the
+ring moves, rules out most extremes for the whole tick at once (``_may_pass``, exact);
+only the rest are tested one by one, over the item's last ``ring_size`` ratings. State is
+bounded: every ``_SWEEP_EVERY`` events the ids idle for ``ttl_events`` rated events are
+forgotten, then the least recent beyond ``max_items`` and ``max_accounts``.
 """
 
 from __future__ import annotations
@@ -44,17 +52,16 @@ import math
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
-from itertools import islice
-from operator import itemgetter
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamguard.campaigns import Campaign
 from streamguard.detectors.base import Batch, Flag, Scores
 from streamguard.detectors.lockstep import binom_logsf, gamma_poisson_logsf, surprise
-from streamguard.features import LRUTable
 
 DAY = 86400.0
 _RATED = 1  # KIND_CODES of rating (0) and review (1) are <= this
@@ -71,6 +78,9 @@ _QUIET = 4.0
 _CEILING_MIN_RATINGS = 10  # items with this many kept ratings make the ceiling
 _CEILING_EVERY = 2_000  # rated events between two updates of the ceilings and the typical
 _TYPICAL_SAMPLE = 2_000  # most recently active accounts whose median activity is typical
+_RECENT_EVENTS = 1 << 15  # events whose accounts are searched for the recently active
+_SWEEP_EVERY = 2_000  # events between two sweeps of idle items and accounts
+_NEVER = -(1 << 62)  # the last clock of a row not yet touched
 _MIN_CAP = 20.0  # the smallest activity cap of members (events), whatever the group's median
 
 
@@ -84,8 +94,8 @@ class SlowPushSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Off by default: it costs about 5 us an event, a fifth of the detector core's
-    # throughput (docs/DETECTORS.md). Turn it on where drips over months matter more.
+    # Off by default: it costs about 2.7 us an event in the detector core, an eighth of
+    # its throughput (docs/DETECTORS.md). Turn it on where drips over months matter more.
     enabled: bool = False
     windows_events: tuple[int, ...] = (3_000, 12_000)
     threshold_nats: float = Field(22.0, gt=0)
@@ -102,46 +112,204 @@ class SlowPushSettings(BaseModel):
     max_items: int = Field(200_000, ge=1)
     ttl_events: int = Field(200_000, ge=1)
 
+    @model_validator(mode="after")
+    def _windows_fit_in_memory(self) -> SlowPushSettings:
+        _check_windows(self.windows_events, self.ttl_events, self.max_items)
+        return self
 
-# One rating in an item's ring: stream clock, side code (with the near bit), account, kept,
-# event time.
+
+def _check_windows(windows: tuple[int, ...], ttl_events: int, max_items: int) -> None:
+    """An item rated inside a window must still be known when the window is read."""
+    if not windows or min(windows) < 1:
+        raise ValueError(f"windows_events must be positive, got {windows}")
+    if min(ttl_events, max_items) < max(windows):
+        raise ValueError(
+            f"ttl_events ({ttl_events}) and max_items ({max_items}) must be at least "
+            f"the longest window ({max(windows)})"
+        )
+
+
+# One rating in an item's recent run: stream clock, side code (with the near bit), account,
+# kept, event time.
 _Rating = tuple[int, int, str, bool, float]
+_ACCOUNT, _ITEM = attrgetter("account_id"), attrgetter("item_id")
+_CREATED = attrgetter("account_created_at")
 
 
-class _Item:
-    """One item: its recent ratings (observed) and its baseline counts (kept only)."""
+class _Rows:
+    """Ids (items or accounts) mapped to rows of numpy columns.
 
-    __slots__ = ("born", "kept", "kept_side", "recent", "in_ring", "last_clock")
+    Why rows and columns: the detector learns from every event, and a tick's updates as
+    array operations cost a fraction of a Python object per id (an LRU dict's pop and
+    put alone cost more than the rest of the learning). Recency lives in the detector's
+    own ``last`` columns, and :meth:`sweep` forgets by them; a forgotten id's row is
+    reused for the next new one.
+    """
 
-    def __init__(self, clock: int, ring_size: int) -> None:
-        self.born = clock
-        self.kept = 0  # kept ratings since first seen
-        self.kept_side = [0, 0, 0]  # kept ratings per side code (middle, high, low)
-        # (clock, side code with the near bit, account, kept, time) of the last ratings.
-        self.recent: deque[_Rating] = deque(maxlen=ring_size)
-        # Ratings in the ring per exact code (middle or near, high, low): an item whose
-        # ring holds fewer than ``min_accounts`` of an extreme cannot pass the test.
-        self.in_ring = [0, 0, 0]
-        self.last_clock = clock
+    def __init__(self, max_size: int, columns: dict[str, tuple[Any, float, int]]) -> None:
+        self.max_size = max_size
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []  # row -> id (stale for free rows)
+        self.free: list[int] = []
+        self._layout = columns  # name -> (dtype, initial value, width; 0 for a vector)
+        self.cols = {name: self._column(spec, 64) for name, spec in columns.items()}
+        self.alive = np.zeros(64, dtype=bool)  # rows that hold an id
 
-    def append(self, rating: _Rating) -> None:
-        """Add a rating to the ring, forgetting the oldest when it is full."""
-        recent, in_ring = self.recent, self.in_ring
-        if len(recent) == recent.maxlen:
-            in_ring[_EXACT[recent[0][1]]] -= 1
-        recent.append(rating)
-        in_ring[_EXACT[rating[1]]] += 1
+    @staticmethod
+    def _column(spec: tuple[Any, float, int], size: int) -> np.ndarray:
+        dtype, fill, width = spec
+        return np.full((size, width) if width else size, fill, dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def row(self, key: str) -> int:
+        """The id's row, or -1 when it is not known."""
+        return self.index.get(key, -1)
+
+    def lookup(self, keys: list[str]) -> np.ndarray:
+        """The rows of ``keys``, -1 where an id is not known."""
+        return np.fromiter(map(self.index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+
+    def rows_of(
+        self, keys: list[str], rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[int]]:
+        """The rows of ``keys`` in order (``rows``: their :meth:`lookup` when already
+        made), new ids given rows with reset columns; and the positions where a new id
+        first appears."""
+        if rows is None:
+            rows = self.lookup(keys)
+        missing = np.flatnonzero(rows < 0).tolist()
+        if not missing:
+            return rows, []
+        index, ids, free = self.index, self.ids, self.free
+        new: list[int] = []
+        found: list[int] = []
+        for pos in missing:
+            key = keys[pos]
+            row = index.get(key, -1)  # first seen earlier in this tick
+            if row < 0:
+                row = free.pop() if free else len(ids)
+                if row == len(ids):
+                    ids.append(key)
+                else:
+                    ids[row] = key
+                index[key] = row
+                new.append(pos)
+            found.append(row)
+        rows = rows.copy()
+        rows[missing] = found
+        self._reset(rows[new])
+        return rows, new
+
+    def live_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.alive)
+
+    def sweep(self, last: np.ndarray, horizon: int) -> list[str]:
+        """Forget the ids whose ``last`` value is below ``horizon``, then the oldest by it
+        beyond ``max_size``; returns the forgotten ids."""
+        live = self.live_rows()
+        stale = last[live] < horizon
+        gone = live[stale]
+        kept = live[~stale]
+        if len(kept) > self.max_size:
+            oldest = np.argpartition(last[kept], len(kept) - self.max_size)
+            gone = np.concatenate([gone, kept[oldest[: len(kept) - self.max_size]]])
+        ids = [self.ids[row] for row in gone.tolist()]
+        for key in ids:
+            del self.index[key]
+        self.free.extend(gone.tolist())
+        self.alive[gone] = False
+        return ids
+
+    def _reset(self, rows: np.ndarray) -> None:
+        size = len(next(iter(self.cols.values())))
+        if len(self.ids) > size:
+            grown = max(2 * size, len(self.ids))
+            for name, spec in self._layout.items():
+                column = self._column(spec, grown)
+                column[:size] = self.cols[name]
+                self.cols[name] = column
+            alive = np.zeros(grown, dtype=bool)
+            alive[:size] = self.alive
+            self.alive = alive
+        for name, (_, fill, _) in self._layout.items():
+            self.cols[name][rows] = fill
+        self.alive[rows] = True
 
 
-class _Account:
-    __slots__ = ("first_ts", "created", "last_clock", "campaign", "n")
+class _Ring:
+    """The last committed ratings of the stream, as many as the longest window, oldest
+    first, as columns: every window of the test is a tail of it. Each item's count of
+    each exact side inside each window is kept in the item table's ``in_window`` column
+    (window ``w``, side ``s`` at ``3 * w + s``), for the exact shortcuts of ``_may_pass``."""
 
-    def __init__(self, ts: float, clock: int) -> None:
-        self.n = 0  # events seen
-        self.first_ts = ts
-        self.created = math.nan
-        self.last_clock = clock
-        self.campaign = ""
+    def __init__(self, windows: tuple[int, ...]) -> None:
+        self.windows = windows
+        self.starts = [0] * len(windows)  # where each window begins
+        self.end = 0
+        cap = 2 * windows[-1] + 1024
+        self.clock = np.zeros(cap, dtype=np.int64)
+        self.item = np.zeros(cap, dtype=np.int64)  # item row
+        self.code = np.zeros(cap, dtype=np.int8)
+        self.account = np.empty(cap, dtype=object)
+        self.kept = np.zeros(cap, dtype=bool)
+        self.ts = np.zeros(cap, dtype=np.float64)
+
+    _COLUMNS = ("clock", "item", "code", "account", "kept", "ts")
+
+    def append(self, values: dict[str, Any], in_window: np.ndarray) -> None:
+        """Append a tick's ratings (``values``: one array per column), and move each
+        window's start past the ratings it no longer holds, keeping ``in_window``."""
+        n = len(values["clock"])
+        if self.end + n > len(self.clock):
+            self._compact(n)
+        for name in self._COLUMNS:
+            getattr(self, name)[self.end : self.end + n] = values[name]
+        exact = _EXACT_NP[values["code"]]
+        for w in range(len(self.windows)):
+            np.add.at(in_window, (values["item"], 3 * w + exact), 1)
+        self.end += n
+        for w, size in enumerate(self.windows):
+            if self.end - self.starts[w] > size:
+                gone = slice(self.starts[w], self.end - size)
+                column = 3 * w + _EXACT_NP[self.code[gone]]
+                np.subtract.at(in_window, (self.item[gone], column), 1)
+                if w == len(self.windows) - 1:
+                    self.account[gone] = None  # in no window any more
+                self.starts[w] = self.end - size
+
+    def _compact(self, incoming: int) -> None:
+        """Move the longest window to the front, growing the columns if need be."""
+        first = self.starts[-1]
+        live = self.end - first
+        cap = max(len(self.clock), 2 * (live + incoming))
+        for name in self._COLUMNS:
+            old = getattr(self, name)
+            column = np.empty(cap, dtype=old.dtype) if cap > len(old) else old
+            column[:live] = old[first : self.end]
+            setattr(self, name, column)
+        self.account[live:] = None
+        self.starts = [start - first for start in self.starts]
+        self.end = live
+
+    def of_item(self, row: int, last: int) -> list[_Rating]:
+        """The item's last ``last`` ratings in the ring, oldest first."""
+        first = self.starts[-1]
+        at = np.flatnonzero(self.item[first : self.end] == row)[-last:] + first
+        return list(
+            zip(
+                self.clock[at].tolist(),
+                self.code[at].tolist(),
+                self.account[at].tolist(),
+                self.kept[at].tolist(),
+                self.ts[at].tolist(),
+                strict=True,
+            )
+        )
+
+
+_EXACT_NP = np.array(_EXACT, dtype=np.int64)
 
 
 @dataclass
@@ -150,6 +318,8 @@ class _Tick:
 
     clocks: np.ndarray  # stream clock of each event (rated events advance it)
     codes: np.ndarray  # side code per event (0 for middle or unrated)
+    item_ids: list[str]
+    item_rows: np.ndarray  # each event's item row before the tick (-1: not known)
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     members: dict[str, str] = field(default_factory=dict)
     targets: dict[tuple[str, int], str] = field(default_factory=dict)
@@ -186,8 +356,7 @@ class SlowPushDetector:
         rating_low: float = 1.0,
         rating_high: float = 5.0,
     ) -> None:
-        if not windows_events or min(windows_events) < 1:
-            raise ValueError(f"windows_events must be positive, got {windows_events}")
+        _check_windows(windows_events, ttl_events, max_items)
         self.windows = tuple(sorted(windows_events))
         self.threshold_nats = threshold_nats
         self.min_concentration_nats = min_concentration_nats
@@ -201,8 +370,37 @@ class SlowPushDetector:
         self.ring_size = ring_size
         self.ttl_events = ttl_events
         self.low, self.high = rating_low, rating_high
-        self._items: LRUTable[_Item] = LRUTable(max_items)
-        self._accounts: LRUTable[_Account] = LRUTable(max_accounts)
+        # Items: kept ratings since first seen (total and per exact side: the baseline),
+        # ratings seen, first and last clock, and ratings per exact side in the ring.
+        self._items = _Rows(
+            max_items,
+            {
+                "kept": (np.int64, 0, 0),
+                "kept_side": (np.int64, 0, 3),
+                "seen": (np.int64, 0, 0),
+                "born": (np.int64, 0, 0),
+                "last": (np.int64, _NEVER, 0),
+                "in_window": (np.int64, 0, 3 * len(self.windows)),
+            },
+        )
+        # Accounts: events seen, first event time, creation date (NaN unknown), last clock,
+        # and the number of their last event (recency).
+        self._accounts = _Rows(
+            max_accounts,
+            {
+                "n": (np.int64, 0, 0),
+                "first_ts": (np.float64, 0.0, 0),
+                "created": (np.float64, math.nan, 0),
+                "last": (np.int64, _NEVER, 0),
+                "seq": (np.int64, _NEVER, 0),
+            },
+        )
+        self._member_of: dict[str, str] = {}  # account -> the campaign it was flagged in
+        self._ring = _Ring(self.windows)
+        # The account rows of the stream's last events, for the most recently active ones.
+        self._recent_accounts = np.zeros(_RECENT_EVENTS, dtype=np.int64)
+        self._seq = 0  # events seen
+        self._swept = 0  # ``_seq`` at the last sweep of idle ids
         self._campaigns: dict[str, Campaign] = {}
         self._targets: dict[tuple[str, int], str] = {}
         self._closed: deque[Campaign] = deque(maxlen=1_000)
@@ -250,127 +448,210 @@ class SlowPushDetector:
         codes = np.where(batch.rating >= self.high, _HIGH, codes)
         codes = np.where(batch.rating <= self.low, _LOW, codes)
         codes = np.where(rated, codes, 0).astype(np.int8)
-        tick = _Tick(clocks, codes, next_id=self._next_id)
+        item_ids = list(map(_ITEM, batch.events))
+        tick = _Tick(clocks, codes, item_ids, self._items.lookup(item_ids), next_id=self._next_id)
         self._pending = tick
-        extremes = np.flatnonzero(codes & 3).tolist()
-        if extremes:
+        extremes = np.flatnonzero(codes & 3)
+        if len(extremes):
             self._scan(tick, batch, rated, extremes)
         self._mark_members(tick, batch, scores)
         return scores
 
-    def _scan(self, tick: _Tick, batch: Batch, rated: np.ndarray, extremes: list[int]) -> None:
+    def _scan(self, tick: _Tick, batch: Batch, rated: np.ndarray, extremes: np.ndarray) -> None:
         """Each extreme of the tick in order (``extremes``: positions) joins its item's
         open campaign or, at the exact extreme, tests the item's run, with the tick's
-        earlier ratings of the item laid over its ring.
+        earlier ratings of the item laid over the ring.
 
-        Most tests end at the cheapest questions, asked before a rating is copied:
-        whether the item's ring and the tick hold ``min_accounts`` ratings of that
-        extreme at all (the ring keeps its counts), and whether the item is too busy to
-        be a target (``_popular``)."""
+        Most extremes are never tested: ``_may_pass`` rules them out for the whole tick
+        at once, from counts alone."""
         events = batch.events
-        clocks, codes, ts = tick.clocks.tolist(), tick.codes.tolist(), batch.ts.tolist()
-        wanted = {events[i].item_id for i in extremes}
-        positions: dict[str, list[int]] = {}  # the tick's ratings of those items, in order
-        for i in np.flatnonzero(rated).tolist():
+        clocks, codes = tick.clocks.tolist(), tick.codes.tolist()
+        testable = extremes[
+            (tick.codes[extremes] & _NEAR == 0) & (tick.clocks[extremes] >= self.warmup_events)
+        ]
+        candidates = set(testable[self._may_pass(tick, batch, rated, testable)].tolist())
+        positions: dict[str, list[int]] | None = None
+        # Without an open campaign only candidates matter, until one opens in this tick.
+        everything = bool(self._targets)
+        queue, at = (extremes.tolist() if everything else sorted(candidates)), 0
+        while at < len(queue):
+            i = queue[at]
+            at += 1
             item_id = events[i].item_id
-            if item_id in wanted:
-                positions.setdefault(item_id, []).append(i)
-        items = self._items._data
-        for i in extremes:
-            e = events[i]
             code, clock = codes[i], clocks[i]
             side = code & 3
             camp = None
             if tick.targets or self._targets:
-                camp = self._target(tick, e.item_id, side)
-            if camp is None and not code & _NEAR and clock >= self.warmup_events:
-                mine = [j for j in positions[e.item_id] if j <= i]
-                in_tick = sum(1 for j in mine if codes[j] == side)
-                item = items.get(e.item_id)
-                if self._too_few(item, side, in_tick):
-                    continue
-                if item is not None and self._popular(item, clock, len(mine)):
-                    continue
-                added = [(clocks[j], codes[j], events[j].account_id, True, ts[j]) for j in mine]
-                camp = self._test(tick, batch, i, side, item, added)
+                camp = self._target(tick, item_id, side)
+            if camp is None and i in candidates:
+                if positions is None:
+                    positions = _positions(events, rated, {events[j].item_id for j in candidates})
+                added = _added(tick, batch, positions[item_id], i)
+                camp = self._test(tick, batch, i, side, self._items.row(item_id), added)
             if camp is not None:
                 self._join(tick, camp, batch, i, clock)
+            if tick.targets and not everything:  # later extremes may join it
+                everything = True
+                queue, at = [j for j in extremes.tolist() if j > i], 0
+
+    def _may_pass(self, tick: _Tick, batch: Batch, rated: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Could some window pass the test of the exact extremes at positions ``at``?
+        False only where counts rule out every window, so skipping those is exact.
+
+        Per window, from the ring's counts (``in_window``) and the whole tick's, which
+        bound what the test will count: too few ratings of the extreme, or an item busy
+        before the window even if every rating it could hold inside were kept there."""
+        if not len(at):
+            return np.zeros(0, dtype=bool)
+        rated_at = np.flatnonzero(rated)
+        keys = tick.item_rows[rated_at]  # the item of each rating: its row, or below 0 if new
+        unknown = np.flatnonzero(keys < 0)
+        if len(unknown):
+            local: dict[str, int] = {}
+            numbers = [local.setdefault(tick.item_ids[i], len(local)) for i in rated_at[unknown]]
+            keys[unknown] = -1 - np.array(numbers, dtype=np.int64)
+        _, of_rated = np.unique(keys, return_inverse=True)  # the tick's items, numbered
+        exact = _EXACT_NP[tick.codes[rated_at]]
+        tick_all = np.bincount(of_rated)
+        tick_side = np.zeros((len(tick_all), 3), dtype=np.int64)
+        np.add.at(tick_side, (of_rated, exact), 1)
+        index = np.full(len(batch), -1, dtype=np.int64)
+        index[rated_at] = np.arange(len(rated_at))
+        mine = of_rated[index[at]]  # each extreme's item, by its tick number
+        rows = tick.item_rows[at]
+        known = rows >= 0
+        row = np.where(known, rows, 0)
+        side = tick.codes[at].astype(np.int64)
+        clock = tick.clocks[at]
+        cols = self._items.cols
+        kept_all = np.where(known, cols["kept"][row], 0)
+        kept_side = np.where(known, cols["kept_side"][row, side], 0)
+        age = clock - np.where(known, cols["born"][row], clock)
+        added_all, added_side = tick_all[mine], tick_side[mine, side]
+        rate = np.array([self._prior_rate(s) for s in range(3)])
+        possible = np.zeros(len(at), dtype=bool)
+        for w, window in enumerate(self.windows):
+            counts = np.where(known[:, None], cols["in_window"][row, 3 * w : 3 * w + 3], 0)
+            in_side = counts[np.arange(len(at)), side]
+            before = np.maximum(age - window, 0)
+            # Kept before the event: the event itself (one of the tick's) does not count.
+            most_kept = np.minimum(counts.sum(axis=1), self.ring_size) + added_all - 1
+            most_kept_side = np.minimum(in_side, self.ring_size) + added_side - 1
+            possible |= (
+                (in_side + added_side >= self.min_accounts)
+                & _quiet_many(kept_side - most_kept_side, before, rate[side], self.prior_shape)
+                & _quiet_many(kept_all - most_kept, before, rate[0], self.prior_shape)
+            )
+        return possible
 
     def learn_batch(self, batch: Batch, keep: np.ndarray) -> None:
-        """Commit the tick: each rating into its item's ring (and, kept, its baseline),
-        each event into its account's activity. ``LRUTable.get`` is written out: this
-        loop runs for every event."""
+        """Commit the tick as array operations: each rating into the ring and its item's
+        counts (kept ones into the baseline), each event into its account's activity."""
         tick = self._pending
         if tick is None or len(tick.clocks) != len(batch):
             self.score_batch(batch)
             tick = self._pending
         assert tick is not None
         self._pending = None
-        rated = _rated(batch)
-        clocks, codes, ts = tick.clocks.tolist(), tick.codes.tolist(), batch.ts.tolist()
-        kept_l, rated_l = keep.astype(bool).tolist(), rated.tolist()
-        item_of, put_item = self._items._data, self._items.put
-        account_of, put_account = self._accounts._data, self._accounts.put
-        kept_side = self._kept_side
-        for i, e in enumerate(batch.events):
-            clock = clocks[i]
-            if rated_l[i]:
-                item_id, kept, side = e.item_id, kept_l[i], codes[i]
-                item = item_of.pop(item_id, None)
-                if item is None:
-                    item = _Item(clock, self.ring_size)
-                    put_item(item_id, item)
-                else:
-                    item_of[item_id] = item
-                item.append((clock, side, e.account_id, kept, ts[i]))
-                item.last_clock = clock
-                if kept:
-                    exact = _EXACT[side]
-                    item.kept += 1
-                    item.kept_side[exact] += 1
-                    self._kept += 1
-                    kept_side[exact] += 1
-            account_id = e.account_id
-            acc = account_of.pop(account_id, None)
-            if acc is None:
-                acc = _Account(ts[i], clock)
-                put_account(account_id, acc)
-            else:
-                account_of[account_id] = acc
-            acc.last_clock = clock
-            acc.n += 1
-            if e.account_created_at is not None:
-                acc.created = float(e.account_created_at)
-        self._clock += int(rated.sum())
+        accounts = list(map(_ACCOUNT, batch.events))
+        self._learn_accounts(batch, tick, accounts)
+        rated = np.flatnonzero(_rated(batch))
+        if len(rated):
+            self._learn_items(batch, tick, keep.astype(bool)[rated], rated, accounts)
+        self._clock += len(rated)
+        self._seq += len(batch)
         for cid, camp in tick.campaigns.items():
             if cid not in self._campaigns:
                 self._opened_total += 1
             self._campaigns[cid] = camp
         for account_id, cid in tick.members.items():
-            acc = self._accounts.get(account_id)
-            if acc is not None:
-                acc.campaign = cid
+            if self._accounts.row(account_id) >= 0:
+                self._member_of[account_id] = cid
         self._targets.update(tick.targets)
         self._next_id = tick.next_id
         if self._clock - self._ceiling_clock >= _CEILING_EVERY:
             self._learn_norms()
         self._expire()
 
+    def _learn_accounts(self, batch: Batch, tick: _Tick, accounts: list[str]) -> None:
+        rows, new = self._accounts.rows_of(accounts)
+        cols = self._accounts.cols
+        if new:
+            cols["first_ts"][rows[new]] = batch.ts[new]
+        np.add.at(cols["n"], rows, 1)
+        np.maximum.at(cols["last"], rows, tick.clocks)
+        np.maximum.at(cols["seq"], rows, np.arange(self._seq, self._seq + len(rows)))
+        recent = self._recent_accounts  # a ring over events: event k at k % its size
+        where = np.arange(self._seq, self._seq + len(rows)) % len(recent)
+        recent[where] = rows
+        created = np.array(list(map(_CREATED, batch.events)), dtype=np.float64)  # None: NaN
+        known = np.flatnonzero(~np.isnan(created))
+        if len(known):  # an account's latest creation date wins
+            latest = known[::-1]
+            unique, first = np.unique(rows[latest], return_index=True)
+            cols["created"][unique] = created[latest[first]]
+
+    def _learn_items(
+        self, batch: Batch, tick: _Tick, kept: np.ndarray, rated: np.ndarray, accounts: list[str]
+    ) -> None:
+        """``rated``: positions of the tick's ratings, ``kept`` whether each was kept."""
+        at = rated.tolist()
+        item_ids = tick.item_ids
+        rows, new = self._items.rows_of([item_ids[i] for i in at], tick.item_rows[rated])
+        cols = self._items.cols
+        clocks, codes = tick.clocks[rated], tick.codes[rated]
+        if new:
+            cols["born"][rows[new]] = clocks[new]
+        np.add.at(cols["seen"], rows, 1)
+        np.maximum.at(cols["last"], rows, clocks)
+        exact = _EXACT_NP[codes]
+        np.add.at(cols["kept"], rows[kept], 1)
+        np.add.at(cols["kept_side"], (rows[kept], exact[kept]), 1)
+        self._kept += int(kept.sum())
+        for side, count in enumerate(np.bincount(exact[kept], minlength=3).tolist()):
+            self._kept_side[side] += count
+        columns = {"clock": clocks, "item": rows, "code": codes, "kept": kept}
+        columns |= {"account": [accounts[i] for i in at], "ts": batch.ts[rated]}
+        self._ring.append(columns, cols["in_window"])
+
     def _learn_norms(self) -> None:
         """Learn what honest traffic looks like: how concentrated honest items get (a base
         where good items draw mostly 5s must not read each popular item's run of 5s as a
         push), and how busy a typical active account is (see ``_audience``)."""
         self._ceiling_clock = self._clock
-        recent = islice(reversed(self._accounts._data.values()), _TYPICAL_SAMPLE)
-        activity = np.fromiter((acc.n for acc in recent), np.int64)
+        activity = self._accounts.cols["n"][self._recently_active()]
         self._typical = float(np.median(activity)) if len(activity) else 0.0
-        known = [it for it in self._items._data.values() if it.kept >= _CEILING_MIN_RATINGS]
+        live = self._items.live_rows()
+        cols = self._items.cols
+        known = live[cols["kept"][live] >= _CEILING_MIN_RATINGS]
         if len(known) < 20:
             return
-        kept = np.array([it.kept for it in known], dtype=np.float64)
+        kept = cols["kept"][known].astype(np.float64)
         for side in (_HIGH, _LOW):
-            share = np.array([it.kept_side[side] for it in known], dtype=np.float64) / kept
+            share = cols["kept_side"][known, side] / kept
             self._ceilings[side] = max(self.ceiling, float(np.quantile(share, 0.99)))
+
+    def _recently_active(self) -> np.ndarray:
+        """The rows of the ``_TYPICAL_SAMPLE`` accounts whose last events are the latest.
+
+        Walks back over the last events' accounts (a span doubled until it holds enough
+        of them): an account's entry counts at its own last event only, so each is taken
+        once, without a sort. When older events have left the ring, every known account
+        is ordered by its last event instead."""
+        recent, seq = self._recent_accounts, self._accounts.cols["seq"]
+        held = min(self._seq, len(recent))
+        span = min(held, 4 * _TYPICAL_SAMPLE)
+        while True:
+            events = np.arange(self._seq - span, self._seq)
+            rows = recent[events % len(recent)]
+            latest = rows[(seq[rows] == events) & self._accounts.alive[rows]]
+            if len(latest) >= _TYPICAL_SAMPLE or span == held:
+                break
+            span = min(2 * span, held)
+        if len(latest) < _TYPICAL_SAMPLE and held < self._seq:
+            live = self._accounts.live_rows()
+            latest = live[np.argsort(seq[live], kind="stable")]
+        return latest[-_TYPICAL_SAMPLE:]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -385,38 +666,32 @@ class SlowPushDetector:
         batch: Batch,
         i: int,
         side: int,
-        item: _Item | None,
+        row: int,
         added: list[_Rating],
     ) -> Campaign | None:
-        """Is the run of this extreme on event ``i``'s item (``item``, None when new)
-        surprising in some window? Opens a campaign on the best window that passes."""
+        """Is the run of this extreme on event ``i``'s item (its ``row``, -1 when new)
+        surprising in some window? Opens a campaign on the best window that passes.
+        ``added``: the tick's ratings of the item up to event ``i``."""
         clock = int(tick.clocks[i])
-        recent = list(item.recent) if item is not None else []
-        recent += added  # in clock order, so each window is a tail
-        born = item.born if item is not None else clock
+        recent, (born, kept_all, kept_side) = self._history(row, side, clock, added)
+        age = clock - born
         ts = float(batch.ts[i])
         best: tuple[float, float, int] | None = None
         # The questions in order of cost; a window must pass them all.
         for window in self.windows:
-            inside = recent[bisect_right(recent, clock - window, key=_CLOCK) :]
-            hits = sum(1 for r in inside if r[1] == side)
-            if hits < self.min_accounts:
-                continue  # fewer ratings than min_accounts, so fewer accounts too
-            kept_inside = sum(1 for r in inside if r[3] and r[1] == side and r[0] < clock)
-            all_kept_inside = sum(1 for r in inside if r[3] and r[0] < clock)
-            base_k = (item.kept_side[side] if item is not None else 0) - kept_inside
-            base_n = (item.kept if item is not None else 0) - all_kept_inside
-            age = clock - born
-            before = max(age - window, 0)
-            if not (self._quiet(base_k, before, side) and self._quiet(base_n, before, 0)):
-                continue  # an item popular (at this extreme) before the window: not a target
+            first = self._first_questions(recent, clock, window, side, age, kept_all, kept_side)
+            if first is None:
+                continue
+            inside, hits, base_k, base_n = first
             extreme = {r[2] for r in inside if r[1] == side}
             k = len(extreme)
             if k < self.min_accounts:
                 continue
-            volume, concentration = self._nats(hits, len(inside), base_k, base_n, age, window, side)
-            total = volume + concentration
-            if concentration < self.min_concentration_nats or total < self.threshold_nats:
+            concentration = self._concentration(hits, len(inside), base_k, base_n, side)
+            if concentration < self.min_concentration_nats:
+                continue
+            total = concentration + self._volume(hits, base_k, age, window, side)
+            if total < self.threshold_nats:
                 continue
             times = sorted(r[4] for r in inside if r[1] == side)
             if 2 * _densest(times, self.min_span_hours * 3600.0) > hits:
@@ -434,10 +709,45 @@ class SlowPushDetector:
             return None
         return self._open(tick, batch, i, side, best, group, busy)
 
-    def _too_few(self, item: _Item | None, side: int, in_tick: int) -> bool:
-        """Do the item's ring and the tick (``in_tick``) hold fewer than ``min_accounts``
-        ratings of this extreme? Then no window can pass the test (exact)."""
-        return (item.in_ring[side] if item is not None else 0) + in_tick < self.min_accounts
+    def _history(
+        self, row: int, side: int, clock: int, added: list[_Rating]
+    ) -> tuple[list[_Rating], tuple[int, int, int]]:
+        """The item's last ``ring_size`` ratings from the ring with ``added`` after them,
+        and its first clock and kept ratings (in all, and of this side) since then."""
+        if row < 0:
+            return list(added), (clock, 0, 0)
+        cols = self._items.cols
+        recent = self._ring.of_item(row, self.ring_size) + added  # a window is a tail
+        return recent, (
+            int(cols["born"][row]),
+            int(cols["kept"][row]),
+            int(cols["kept_side"][row, side]),
+        )
+
+    def _first_questions(
+        self,
+        recent: list[_Rating],
+        clock: int,
+        window: int,
+        side: int,
+        age: int,
+        kept_all: int,
+        kept_side: int,
+    ) -> tuple[list[_Rating], int, int, int] | None:
+        """The window's ratings, its count of the extreme (hits), and the item's kept
+        ratings of the extreme and in all before it; None when the window fails the
+        questions that counts answer (the ones ``_may_pass`` bounds): fewer hits than
+        ``min_accounts``, or an item that was not quiet before the window."""
+        inside = recent[bisect_right(recent, clock - window, key=_CLOCK) :]
+        hits = sum(1 for r in inside if r[1] == side)
+        if hits < self.min_accounts:
+            return None  # fewer ratings than min_accounts, so fewer accounts too
+        base_k = kept_side - sum(1 for r in inside if r[3] and r[1] == side and r[0] < clock)
+        base_n = kept_all - sum(1 for r in inside if r[3] and r[0] < clock)
+        before = max(age - window, 0)
+        if not (self._quiet(base_k, before, side) and self._quiet(base_n, before, 0)):
+            return None  # an item popular (at this extreme) before the window: not a target
+        return inside, hits, base_k, base_n
 
     def _audience(self, busy: float) -> bool:
         """Is the run's typical rater (median events) busier than twice the stream's
@@ -446,14 +756,6 @@ class SlowPushDetector:
         film's audience (MovieLens: pushes' groups 4-40 events at a stream median of
         15-40, *The Two Towers*' fans 117-124)."""
         return busy > max(_MIN_CAP, 2.0 * self._typical)
-
-    def _popular(self, item: _Item, clock: int, added: int) -> bool:
-        """Would every window fail the test that the item was quiet before it? A shortcut
-        for busy items, exact: the ratings before a window are at least those kept less
-        the ring and the tick's own, and fewer ratings can only look quieter."""
-        fewest = item.kept - len(item.recent) - added
-        age = clock - item.born
-        return not any(self._quiet(fewest, max(age - w, 0), 0) for w in self.windows)
 
     def _prior_rate(self, side: int) -> float:
         """The rate of this extreme (of any rating for side 0) per rated event on an average
@@ -465,24 +767,26 @@ class SlowPushDetector:
         """Was the item's rate of this extreme (side 0: of any rating), ``count`` kept over
         ``exposure`` rated events (Gamma posterior mean), at most ``_QUIET`` times an
         average item's?"""
-        per_item = self._prior_rate(side)
-        rate = (self.prior_shape + max(count, 0)) / (self.prior_shape / per_item + exposure)
-        return rate <= _QUIET * per_item
+        return bool(_quiet_many(count, exposure, self._prior_rate(side), self.prior_shape))
 
-    def _nats(
-        self, hits: int, rated: int, base_k: int, base_n: int, age: int, window: int, side: int
-    ) -> tuple[float, float]:
-        """Volume and concentration surprise of ``hits`` extremes among ``rated``."""
+    def _concentration(self, hits: int, rated: int, base_k: int, base_n: int, side: int) -> float:
+        """Nats of surprise of ``hits`` extremes among ``rated`` against the item's share
+        of them before (or the ceiling). Below ``min_concentration_nats`` the value is
+        only a bound, which is all the caller needs: it rejects the window."""
         side_rate = (self._kept_side[side] + 1.0) / (self._kept + 1.0)  # per rated event
+        ceiling = self._ceilings[side] * _CEILING_PRIOR
+        share = (max(base_k, 0) + ceiling) / (max(base_n, 0) + _CEILING_PRIOR)
+        stop = -self.min_concentration_nats
+        return surprise(binom_logsf(hits, rated, max(share, side_rate), stop_above=stop))
+
+    def _volume(self, hits: int, base_k: int, age: int, window: int, side: int) -> float:
+        """Nats of surprise of ``hits`` extremes in the window against the item's own rate
+        of them before it (a Gamma posterior whose prior is an average item)."""
         per_item = self._prior_rate(side)
         shape = self.prior_shape + max(base_k, 0)
         before = max(age - window, 0)  # the item's exposure before the window
         rate = self.prior_shape / per_item + before
-        volume = surprise(gamma_poisson_logsf(hits, shape, rate, min(window, age + 1)))
-        ceiling = self._ceilings[side] * _CEILING_PRIOR
-        share = (max(base_k, 0) + ceiling) / (max(base_n, 0) + _CEILING_PRIOR)
-        concentration = surprise(binom_logsf(hits, rated, max(share, side_rate)))
-        return volume, concentration
+        return surprise(gamma_poisson_logsf(hits, shape, rate, min(window, age + 1)))
 
     # ------------------------------------------------------------------ campaigns
 
@@ -518,8 +822,7 @@ class SlowPushDetector:
             start_clock=clock - window,
             last_clock=clock,
         )
-        item = self._items._data.get(e.item_id)
-        camp.target_baselines[e.item_id] = (clock, float(item.kept_side[side] if item else 0))
+        camp.target_baselines[e.item_id] = (clock, float(self._kept_of(e.item_id, side)))
         tick.campaigns[cid] = camp
         tick.targets[(e.item_id, side)] = cid
         # Sock puppets are small: an account far busier than the group's typical one is a
@@ -529,14 +832,23 @@ class SlowPushDetector:
             self._add_member(tick, camp, account_id, ts)
         return camp
 
+    def _kept_of(self, item_id: str, side: int) -> int:
+        """The item's kept ratings of this side since it was first seen."""
+        row = self._items.row(item_id)
+        return int(self._items.cols["kept_side"][row, side]) if row >= 0 else 0
+
+    def _created(self, account_id: str) -> float:
+        """The account's creation date as known from earlier ticks (NaN: unknown)."""
+        row = self._accounts.row(account_id)
+        return float(self._accounts.cols["created"][row]) if row >= 0 else math.nan
+
     def _old(self, account_id: str, ts: float) -> bool:
         """Is the account old by its creation date (known from an earlier tick)?"""
-        acc = self._accounts._data.get(account_id)
-        return acc is not None and ts - acc.created > self.fresh_age  # False for NaN
+        return ts - self._created(account_id) > self.fresh_age  # False for NaN
 
     def _activity(self, account_id: str) -> int:
-        acc = self._accounts._data.get(account_id)
-        return acc.n if acc is not None else 0
+        row = self._accounts.row(account_id)
+        return int(self._accounts.cols["n"][row]) if row >= 0 else 0
 
     def _join(self, tick: _Tick, camp: Campaign, batch: Batch, i: int, clock: int) -> None:
         """An extreme (or next to it) on an open campaign's target: the account joins."""
@@ -545,8 +857,7 @@ class SlowPushDetector:
             camp = camp.copy()
             tick.campaigns[camp.id] = camp
         opened, kept_then = camp.target_baselines[e.item_id]
-        item = self._items._data.get(e.item_id)
-        kept_since = (item.kept_side[int(tick.codes[i]) & 3] if item else 0) - kept_then
+        kept_since = self._kept_of(e.item_id, int(tick.codes[i]) & 3) - kept_then
         if not self._quiet(int(kept_since), clock - opened, int(tick.codes[i]) & 3):
             return  # honest raters keep the extreme on the target: nobody joins any more
         camp.last_ts = max(camp.last_ts, float(batch.ts[i]))
@@ -562,11 +873,10 @@ class SlowPushDetector:
         ts: float,
         created: float | None = None,
     ) -> None:
-        acc = self._accounts._data.get(account_id)
-        if (acc.n if acc is not None else 0) > camp.evidence["member_cap"]:
+        if self._activity(account_id) > camp.evidence["member_cap"]:
             return
-        if created is None and acc is not None and not math.isnan(acc.created):
-            created = acc.created
+        if created is None and not math.isnan(self._created(account_id)):
+            created = self._created(account_id)
         if created is not None and ts - created > self.fresh_age:
             return  # old by its creation date: a real user, not a sock puppet
         camp.members[account_id] = ts
@@ -583,8 +893,7 @@ class SlowPushDetector:
             seen[e.account_id] = seen.get(e.account_id, 0) + 1
             cid = tick.members.get(e.account_id)
             if cid is None:
-                acc = self._accounts._data.get(e.account_id)
-                cid = acc.campaign if acc is not None and acc.campaign else None
+                cid = self._member_of.get(e.account_id)
             camp = None
             if cid is not None:
                 camp = tick.campaigns.get(cid) or self._campaigns.get(cid)
@@ -596,8 +905,8 @@ class SlowPushDetector:
             scores.campaign_ids[i] = camp.id
         for account_id, cid in tick.members.items():
             camp = tick.campaigns[cid]
-            acc = self._accounts._data.get(account_id)
-            since = acc.first_ts if acc is not None else float("-inf")
+            row = self._accounts.row(account_id)
+            since = float(self._accounts.cols["first_ts"][row]) if row >= 0 else float("-inf")
             detail = f"slow push member, {camp.summary()}"
             scores.flagged_accounts.append(Flag(account_id, cid, detail, camp.score, since))
 
@@ -608,9 +917,14 @@ class SlowPushDetector:
         return tick.campaigns.get(cid) or self._campaigns.get(cid)
 
     def _expire(self) -> None:
-        horizon = self._clock - self.ttl_events
-        self._items.expire(lambda it: it.last_clock < horizon)
-        self._accounts.expire(lambda acc: acc.last_clock < horizon)
+        """Close campaigns idle for a hold; every ``_SWEEP_EVERY`` events, forget items and
+        accounts idle for ``ttl_events`` (and the least recent beyond the size caps)."""
+        if self._seq - self._swept >= _SWEEP_EVERY:
+            self._swept = self._seq
+            horizon = self._clock - self.ttl_events
+            self._items.sweep(self._items.cols["last"], horizon)
+            for account_id in self._accounts.sweep(self._accounts.cols["last"], horizon):
+                self._member_of.pop(account_id, None)
         hold = self._clock - self.hold_events
         for cid in [c for c, camp in self._campaigns.items() if camp.last_clock < hold]:
             camp = self._campaigns.pop(cid)
@@ -620,9 +934,38 @@ class SlowPushDetector:
                 del self._targets[key]
 
 
+def _quiet_many(count: Any, exposure: Any, per_item: Any, shape: float) -> Any:
+    """Was an item's rate of an extreme (``count`` kept over ``exposure`` rated events,
+    Gamma posterior mean with ``shape``) at most ``_QUIET`` times an average item's
+    (``per_item``)? Element-wise on arrays."""
+    rate = (shape + np.maximum(count, 0)) / (shape / per_item + exposure)
+    return rate <= _QUIET * per_item
+
+
 def _rated(batch: Batch) -> np.ndarray:
     """Which events are ratings or reviews with a rating: the ones on the stream clock."""
     return (batch.kind <= _RATED) & ~np.isnan(batch.rating)
+
+
+def _positions(events: Any, rated: np.ndarray, wanted: set[str]) -> dict[str, list[int]]:
+    """The tick's ratings of the ``wanted`` items, positions in order, per item."""
+    positions: dict[str, list[int]] = {}
+    for i in np.flatnonzero(rated).tolist():
+        item_id = events[i].item_id
+        if item_id in wanted:
+            positions.setdefault(item_id, []).append(i)
+    return positions
+
+
+def _added(tick: _Tick, batch: Batch, positions: list[int], i: int) -> list[_Rating]:
+    """The tick's ratings of an item (at ``positions``) up to event ``i``, as ring entries
+    (kept, since nothing in the tick is decided yet)."""
+    ts = batch.ts
+    return [
+        (int(tick.clocks[j]), int(tick.codes[j]), batch.events[j].account_id, True, float(ts[j]))
+        for j in positions
+        if j <= i
+    ]
 
 
 def _densest(times: list[float], span: float) -> int:
