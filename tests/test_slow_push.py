@@ -128,6 +128,20 @@ def test_a_push_spread_over_weeks_opens_a_campaign_and_flags_its_members():
     assert late <= {f.account_id for f in flags}  # ... and their earlier filler revoked
 
 
+def test_one_step_off_the_top_is_the_streams_own_step():
+    """On half stars one step below 5 is 4.5: a user who gives the pushed item a 4.5
+    while the campaign is open joins it, one who gives it a 4 (the commonest rating on
+    such a scale) does not."""
+    w = spread_push()
+    w._add("sloppy", "i399", 4.5)
+    w._add("honest", "i399", 4.0)
+    det = detector()
+    scores, flags = run(det, w.events)
+    (camp,) = det.campaigns()
+    assert "sloppy" in camp.members and "honest" not in camp.members
+    assert scores[-2] >= 0.5 and scores[-1] < 0.5
+
+
 def test_members_earlier_releases_are_revoked_through_the_pipeline():
     w = spread_push(seed=1)
     det = detector()

@@ -97,6 +97,7 @@ from streamguard.detectors.lockstep import (
     SideGroup,
     binom_logsf,
     gamma_poisson_logsf,
+    narrowed_steps,
     surprise,
 )
 from streamguard.features import LRUTable
@@ -360,9 +361,8 @@ class CampaignDetector:
         self._member_of: dict[str, str] = {}
         self._targets: dict[tuple[str, int], str] = {}
         self._clock = 0  # rated events seen (the stream clock)
-        # One step off each extreme on the stream's own scale: the gap to the nearest value
-        # the stream has used (1 on whole stars, 0.5 on half stars). Read as a whole unit,
-        # a half-star stream's 4s (its commonest rating) would count as a sloppy fake's.
+        # One step off each extreme on the stream's own scale (``narrowed_steps``): 1 on
+        # whole stars, 0.5 on half stars.
         self._steps = (1.0, 1.0)  # below the top, above the bottom
         self._learned = 0  # kept rated events learned
         self._next_id = 1
@@ -422,7 +422,7 @@ class CampaignDetector:
         self._pending = None
         self._commit(tick)
         self._learn(batch, keep, tick)
-        self._learn_steps(batch.rating)
+        self._steps = narrowed_steps(self._steps, batch.rating, self.rating_low, self.rating_high)
         if len(batch):
             self._expire(float(batch.ts.max()))
 
@@ -944,18 +944,6 @@ class CampaignDetector:
                 self._mark(tick, i, camp, f"rated a target of {camp.summary()}")
 
     # ------------------------------------------------------------------ helpers
-
-    def _learn_steps(self, rating: np.ndarray) -> None:
-        """Narrow the steps off the extremes to the nearest values the tick used."""
-        high, low = self.rating_high, self.rating_low
-        below = rating[rating < high]  # NaN (no rating) compares false both ways
-        above = rating[rating > low]
-        step_high, step_low = self._steps
-        if len(below):
-            step_high = min(step_high, high - float(below.max()))
-        if len(above):
-            step_low = min(step_low, float(above.min()) - low)
-        self._steps = (step_high, step_low)
 
     def _mark(self, tick: _Tick, i: int, camp: Campaign, detail: str) -> None:
         if tick.scores.scores[i] >= camp.score:

@@ -31,6 +31,10 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NATS_CAP = 700.0  # -log of the smallest positive double: the surprise of "impossible"
 
@@ -94,6 +98,23 @@ def gamma_poisson_logsf(k: int, shape: float, rate: float, exposure: float) -> f
         if term < 1e-16 * total or x > k + 100_000:
             break
     return first + math.log(total)
+
+
+def narrowed_steps(
+    steps: tuple[float, float], rating: np.ndarray, low: float, high: float
+) -> tuple[float, float]:
+    """One step off each extreme on the stream's own scale: ``steps`` (below the top,
+    above the bottom; start at 1.0) narrowed to the nearest values ``rating`` used (NaN:
+    no rating). Read as a whole unit, a half-star stream's 4s, its commonest rating,
+    would count as a sloppy fake's 4.5s."""
+    below = rating[rating < high]  # NaN compares false both ways
+    above = rating[rating > low]
+    step_high, step_low = steps
+    if len(below):
+        step_high = min(step_high, high - float(below.max()))
+    if len(above):
+        step_low = min(step_low, float(above.min()) - low)
+    return step_high, step_low
 
 
 def surprise(logsf: float) -> float:

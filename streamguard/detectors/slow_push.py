@@ -61,7 +61,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamguard.campaigns import Campaign
 from streamguard.detectors.base import Batch, Flag, Scores
-from streamguard.detectors.lockstep import binom_logsf, gamma_poisson_logsf, surprise
+from streamguard.detectors.lockstep import (
+    binom_logsf,
+    gamma_poisson_logsf,
+    narrowed_steps,
+    surprise,
+)
 
 DAY = 86400.0
 _RATED = 1  # KIND_CODES of rating (0) and review (1) are <= this
@@ -412,6 +417,9 @@ class SlowPushDetector:
         self._ceilings = [concentration_ceiling] * 3
         self._ceiling_clock = 0
         self._typical = 0.0  # the median activity (events) of recently active accounts
+        # One step off each extreme on the stream's own scale (``narrowed_steps``): on half
+        # stars a 4, MovieLens's commonest rating, is two steps off 5, not a sloppy fake's.
+        self._steps = (1.0, 1.0)  # below the top, above the bottom
         self._next_id = 0
         self._opened_total = 0
         self._pending: _Tick | None = None
@@ -442,8 +450,9 @@ class SlowPushDetector:
         scores = Scores(np.zeros(n), [None] * n, [None] * n)
         rated = _rated(batch)
         clocks = self._clock + np.cumsum(rated) - 1
-        near_high = batch.rating >= self.high - 1.0  # a sloppy fake's 4 or 4.5
-        near_low = batch.rating <= self.low + 1.0
+        step_high, step_low = self._steps
+        near_high = batch.rating >= self.high - step_high  # a sloppy fake's 4 (4.5 on half stars)
+        near_low = batch.rating <= self.low + step_low
         codes = np.where(near_high, _HIGH | _NEAR, np.where(near_low, _LOW | _NEAR, 0))
         codes = np.where(batch.rating >= self.high, _HIGH, codes)
         codes = np.where(batch.rating <= self.low, _LOW, codes)
@@ -569,6 +578,7 @@ class SlowPushDetector:
                 self._member_of[account_id] = cid
         self._targets.update(tick.targets)
         self._next_id = tick.next_id
+        self._steps = narrowed_steps(self._steps, batch.rating, self.low, self.high)
         if self._clock - self._ceiling_clock >= _CEILING_EVERY:
             self._learn_norms()
         self._expire()
