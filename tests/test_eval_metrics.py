@@ -182,17 +182,27 @@ def test_each_detector_has_its_own_time_to_detect():
     assert c1["time_to_detect_events_by_detector"] == {"campaign": 3, "drift": 5}
 
 
-def test_time_to_drift_alarm_counts_only_alarms_on_the_campaigns_own_events():
+def test_time_to_drift_alarm_counts_only_alarms_on_the_campaigns_own_targets():
     """An alarm comes before the holds it leads to, and another detector may hold the
-    events first; an alarm raised on an honest event is not the campaign's."""
+    events first. An alarm raised on an honest event is not the campaign's, nor one on a
+    fake's filler item (rated by fewer than half of its accounts): on a busy stream some
+    item alarms all the time."""
+    # line: 0-1 honest on the target; 2 a fake's filler; 3-5 the fakes on the target.
+    items = ["t", "t", "filler", "t", "t", "t"]
+    accounts = ["h0", "h1", "f0", "f0", "f1", "f2"]
     rows = [
-        replace(row(i, f"e{i}", "clean", "clean", 0.1, ts=float(i)), drift_alarm=i in (1, 3))
+        replace(
+            row(i, f"e{i}", "clean", "clean", 0.1, ts=float(i)),
+            drift_alarm=i in (1, 2, 4),
+            item_id=items[i],
+            account_id=accounts[i],
+        )
         for i in range(6)
     ]
     truth = {f"e{i}": TruthRow(f"e{i}", i >= 2, "bomb" if i >= 2 else "", "c1" if i >= 2 else "")
              for i in range(6)}  # fmt: skip
     c1 = compute_metrics(rows, truth, elapsed_s=1.0)["by_campaign"]["c1"]
-    assert c1["time_to_drift_alarm_events"] == 2  # line 3, the campaign's second event
+    assert c1["time_to_drift_alarm_events"] == 3  # line 4, the campaign's third event
     assert c1["detected"] is False
 
 

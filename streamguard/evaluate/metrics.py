@@ -21,6 +21,7 @@ Which lines count where:
 from __future__ import annotations
 
 import csv
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -51,6 +52,10 @@ class VerdictRow:
     # The drift detector raised a change alarm on this event's item as it processed it
     # (recorded by the in-process replay only; see runner.replay).
     drift_alarm: bool = False
+    # Who rated what ("" when unknown): a campaign's targets are the items half of its
+    # accounts touched, and only alarms on those are the campaign's drift.
+    item_id: str = ""
+    account_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,8 @@ class Columns:
     left_at: np.ndarray  # int64, -1 when the line stayed clean (or dlq)
     left_ts: np.ndarray  # float64, NaN when unknown
     alarm: np.ndarray  # bool: a drift alarm was raised on this line
+    item: list[str]  # the event's item ("" when unknown)
+    account: list[str]  # the event's account ("" when unknown)
     known: np.ndarray  # bool: event_id has a truth row
     scored: np.ndarray  # bool: known and not dlq
     poisoned: np.ndarray  # bool (False where unknown)
@@ -187,6 +194,8 @@ def columns(rows: Sequence[VerdictRow], truth: Mapping[str, TruthRow]) -> Column
         ),
         left_ts=_floats((r.left_clean_ts for r in rows), n),
         alarm=np.fromiter((r.drift_alarm for r in rows), bool, n),
+        item=[r.item_id for r in rows],
+        account=[r.account_id for r in rows],
         known=known,
         scored=known & ~dlq,
         poisoned=poisoned,
@@ -313,7 +322,9 @@ def _by_campaign(
     also the time each detector in ``named`` (lines whose final reasons name it) took:
     issue 4 asks of the drift detectors in particular, not of the first to fire. And the
     time to the first drift alarm raised on one of the campaign's own events: an alarm
-    comes before any hold, and another detector may have held the events by then."""
+    comes before any hold, and another detector may have held the events by then. Only
+    alarms on the campaign's targets count: on a busy stream some item alarms somewhere
+    all the time, and a fake's filler rating on such an item is not the campaign's shift."""
     k = len(c.campaigns)
     idx = np.flatnonzero(c.scored & (c.campaign >= 0))
     idx = idx[np.lexsort((c.line[idx], c.campaign[idx]))]
@@ -337,7 +348,8 @@ def _by_campaign(
         mine = np.where(np.isin(idx, lines), left_at, -1)
         d_at, _ = _first_departure(camp, mine, c.left_ts[idx], k)
         by_detector[detector] = (d_at, seen_by(d_at))
-    alarm_at, _ = _first_departure(camp, np.where(c.alarm[idx], line, -1), c.ts[idx], k)
+    alarmed = c.alarm[idx] & _on_target(c, idx, camp)
+    alarm_at, _ = _first_departure(camp, np.where(alarmed, line, -1), c.ts[idx], k)
     alarm_seen = seen_by(alarm_at)
     out: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(c.campaigns):
@@ -362,6 +374,23 @@ def _by_campaign(
             "time_to_drift_alarm_events": int(alarm_seen[i]) if alarm_at[i] >= 0 else None,
         }
     return out
+
+
+def _on_target(c: Columns, idx: np.ndarray, camp: np.ndarray) -> np.ndarray:
+    """Per member line (``idx``, of campaign ``camp``): is its item one of the campaign's
+    targets, an item rated by at least half of the campaign's accounts (a push's or a
+    bombing's item; not a fake's filler)?"""
+    members: dict[int, set[str]] = defaultdict(set)
+    raters: dict[tuple[int, str], set[str]] = defaultdict(set)
+    pairs = list(zip(camp.tolist(), idx.tolist(), strict=True))
+    for k, j in pairs:
+        members[k].add(c.account[j])
+        raters[(k, c.item[j])].add(c.account[j])
+    return np.fromiter(
+        (bool(c.item[j]) and 2 * len(raters[(k, c.item[j])]) >= len(members[k]) for k, j in pairs),
+        bool,
+        len(pairs),
+    )
 
 
 def _first_departure(

@@ -59,6 +59,8 @@ class RowCollector:
                 },
                 left_clean_at=line if quarantined else None,
                 left_clean_ts=o.event.ts if quarantined and o.event else None,
+                item_id=o.event.item_id if o.event else "",
+                account_id=o.event.account_id if o.event else "",
             )
             if o.action is Action.CLEAN and o.event:
                 self.line_of_event[o.event.event_id] = line
