@@ -187,21 +187,23 @@ class _Rows:
         missing = np.flatnonzero(rows < 0).tolist()
         if not missing:
             return rows, []
-        # New ids take free rows first, then rows past the end, in order of first
-        # appearance; the loops below run in C (``dict`` and ``zip``), not per key.
-        keys_missing = [keys[pos] for pos in missing]
-        fresh = list(dict.fromkeys(keys_missing))
-        free, ids = self.free, self.ids
-        reused = [free.pop() for _ in range(min(len(fresh), len(free)))]
-        for row, key in zip(reused, fresh, strict=False):
-            ids[row] = key
-        appended = range(len(ids), len(ids) + len(fresh) - len(reused))
-        ids.extend(fresh[len(reused) :])
-        self.index.update(zip(fresh, [*reused, *appended], strict=True))
+        index, ids, free = self.index, self.ids, self.free
+        new: list[int] = []
+        found: list[int] = []
+        for pos in missing:
+            key = keys[pos]
+            row = index.get(key, -1)  # first seen earlier in this tick
+            if row < 0:
+                row = free.pop() if free else len(ids)
+                if row == len(ids):
+                    ids.append(key)
+                else:
+                    ids[row] = key
+                index[key] = row
+                new.append(pos)
+            found.append(row)
         rows = rows.copy()
-        rows[missing] = self.lookup(keys_missing)
-        first = dict(zip(reversed(keys_missing), reversed(missing), strict=True))
-        new = [first[key] for key in fresh]
+        rows[missing] = found
         self._reset(rows[new])
         return rows, new
 
