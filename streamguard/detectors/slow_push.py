@@ -74,7 +74,7 @@ _HIGH, _LOW = 1, 2
 _SIDE_NAME = {_HIGH: "push", _LOW: "nuke"}
 _NEAR = 4  # bit or-ed into a side code: one step off the extreme
 # The exact extreme of a side code: 0 (middle) for a rating one step off.
-_EXACT = (0, _HIGH, _LOW, 0, 0, 0, 0, 0)
+_EXACT = np.array((0, _HIGH, _LOW, 0, 0, 0, 0, 0), dtype=np.int64)
 _CLOCK = itemgetter(0)  # a rating's stream clock
 _CEILING_PRIOR = 4.0  # pseudo-ratings behind the concentration ceiling
 # A target is quiet: its own past rate of the extreme (Gamma posterior mean) at most this many
@@ -271,14 +271,14 @@ class _Ring:
             self._compact(n)
         for name in self._COLUMNS:
             getattr(self, name)[self.end : self.end + n] = values[name]
-        exact = _EXACT_NP[values["code"]]
+        exact = _EXACT[values["code"]]
         for w in range(len(self.windows)):
             np.add.at(in_window, (values["item"], 3 * w + exact), 1)
         self.end += n
         for w, size in enumerate(self.windows):
             if self.end - self.starts[w] > size:
                 gone = slice(self.starts[w], self.end - size)
-                column = 3 * w + _EXACT_NP[self.code[gone]]
+                column = 3 * w + _EXACT[self.code[gone]]
                 np.subtract.at(in_window, (self.item[gone], column), 1)
                 if w == len(self.windows) - 1:
                     self.account[gone] = None  # in no window any more
@@ -312,9 +312,6 @@ class _Ring:
                 strict=True,
             )
         )
-
-
-_EXACT_NP = np.array(_EXACT, dtype=np.int64)
 
 
 @dataclass
@@ -520,7 +517,7 @@ class SlowPushDetector:
             numbers = [local.setdefault(tick.item_ids[i], len(local)) for i in rated_at[unknown]]
             keys[unknown] = -1 - np.array(numbers, dtype=np.int64)
         _, of_rated = np.unique(keys, return_inverse=True)  # the tick's items, numbered
-        exact = _EXACT_NP[tick.codes[rated_at]]
+        exact = _EXACT[tick.codes[rated_at]]
         tick_all = np.bincount(of_rated)
         tick_side = np.zeros((len(tick_all), 3), dtype=np.int64)
         np.add.at(tick_side, (of_rated, exact), 1)
@@ -614,7 +611,7 @@ class SlowPushDetector:
             cols["born"][rows[new]] = clocks[new]
         np.add.at(cols["seen"], rows, 1)
         np.maximum.at(cols["last"], rows, clocks)
-        exact = _EXACT_NP[codes]
+        exact = _EXACT[codes]
         np.add.at(cols["kept"], rows[kept], 1)
         np.add.at(cols["kept_side"], (rows[kept], exact[kept]), 1)
         self._kept += int(kept.sum())
