@@ -203,3 +203,23 @@ def test_common_words_of_a_young_stream_of_labels_are_not_triggers(seed):
     held = [i for i, score in out["scores"].items() if score >= 0.5 and i in honest]
     texts = sum(1 for e in events if e.text and e.event_id in honest)
     assert len(held) < 0.01 * texts, f"{len(held)} of {texts} honest texts held"
+
+
+@pytest.mark.parametrize("scenario, seed", [("shilling_random", 11), ("viral_launch", 12)])
+def test_no_word_is_named_before_its_class_has_a_benign_doubt(scenario, seed):
+    """Held-out synthetic streams (seeds 9-12 were never tuned on): in the tick where the
+    content model first judged texts, no kept text had yet told the detector how often
+    it doubts a positive text, so the benign doubt was its prior, 50%. "great" (43 of 44
+    recent texts positive, doubted 83% once left out) then passed as a trigger and some
+    900 honest texts were held; the model in fact doubted 81% of all positive texts then.
+    A class's texts are judged only once its benign doubt rests on as many judged texts
+    as its prior weighs."""
+    sim = simulate(scenario, 20_000, seed, base="synthetic")
+    events = [event_from_dict(e) for e in sim.events]
+    honest = {r.event_id for r in sim.truth if not r.poisoned}
+    det = TriggerDetector()
+    out = run(det, events)
+    held = [i for i, score in out["scores"].items() if score >= 0.5 and i in honest]
+    texts = sum(1 for e in events if e.text and e.event_id in honest)
+    assert not det.triggers(), [t.phrase for t in det.triggers()]
+    assert len(held) < 0.01 * texts, f"{len(held)} of {texts} honest texts held"

@@ -44,7 +44,8 @@ log-likelihood ratios, in nats: purity against y's base rate plus doubt against 
 class's benign doubt) reaches ``min_evidence``, the doubt part alone ``min_doubt``; no
 more than ``max_phrase_grams`` grams of the text pass the same tests at once; and its
 latest texts have a mean Jaccard similarity below ``max_similarity``. Nothing is decided
-before ``min_history`` labelled texts: until then every phrase is new.
+before ``min_history`` labelled texts (until then every phrase is new), nor for a class
+whose benign doubt rests on fewer judged texts than its prior weighs (``_PRIOR_TEXTS``).
 
 Once found, every event carrying the trigger is quarantined with the phrase named; the
 accounts that used it among the remembered texts (a ring of ``history`` new grams) are
@@ -389,6 +390,10 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
         cand = tick.words[lab] & tick.confident[doc] & (k >= self.cfg.min_count) & novel
         cand &= ~flood[doc]
         cand &= (purity >= self.cfg.min_purity) & (contradiction >= bar)
+        # Only against a benign doubt learned from texts, not mostly its prior (when the model
+        # first judges, no kept text has been judged yet): a young model that doubted 81% of
+        # all positive texts named "great" (doubted 83%) against the prior's 50%.
+        cand &= (self._base_judged * f_recent)[doc_cls] >= _PRIOR_TEXTS
         if not cand.any():
             return found_all
         c = np.flatnonzero(cand)
