@@ -549,10 +549,10 @@ class CampaignDetector:
                     continue
             if armed and not near and len(group.who) >= min_accounts:
                 first = item.clock[-ring_size] if len(item.clock) >= ring_size else 0
-                windows = self._gate(item, group, side, first)
-                if windows:
-                    tick.clock = clock
-                    self._detect(tick, i, item_id, item, group, side, first, windows, ts, flags)
+                tick.clock = clock
+                found = self._scan(tick, item, group, side, first)
+                if found is not None:
+                    self._detect(tick, i, item_id, item, group, side, first, found, ts, flags)
         tick.clock = clock
         tick.codes = np.array(codes, dtype=np.int8)
         self._sweep(tick)
@@ -629,27 +629,25 @@ class CampaignDetector:
         return seen > expected + 2.0 * math.sqrt(expected) + 2.0
 
     def _detect(self, tick: _Tick, i: int, item_id: str, item: _Item, group: SideGroup,
-                side: int, first: int, windows: list[int], ts: float,
+                side: int, first: int, found: tuple[int, float, dict[str, float]], ts: float,
                 flags: dict[str, Flag]) -> None:  # fmt: skip
-        """Is the group of accounts that gave this item this extreme surprising? Open one.
+        """The group of accounts that gave this item this extreme is surprising (``found``,
+        from :meth:`_scan`): open a campaign, or add a target to one, unless it is made of
+        accounts already dealt with.
 
         ``first`` is the stream clock of the oldest rating still in the item's ring (older
-        group entries are out of reach); ``windows`` are the group sizes that passed
-        :meth:`_gate`.
+        group entries are out of reach).
         """
-        found = self._scan(tick, item, group, side, windows)
-        if found is None:
-            return
         # Accounts already found in a campaign (open or closed) were dealt with: a group is
         # only new if it still stands without them (bandwagon fakes leave traces on the
         # popular items they also rated, which must not become campaigns of their own).
         known = [k for k, a in enumerate(group.who) if self._known_member(tick, a)]
         if known:
             group = group.without(set(group.who[k] for k in known))
-            windows = self._gate(item, group, side, first)
-            found = self._scan(tick, item, group, side, windows) if windows else None
-            if found is None:
+            again = self._scan(tick, item, group, side, first)
+            if again is None:
                 return
+            found = again
         j, nats, evidence = found
         lo = len(group) - j
         members = group.who[lo:]
@@ -763,26 +761,31 @@ class CampaignDetector:
                 tick.members[account] = camp.id
                 flags[account] = self._flag(camp, acc, member=True, ts=near.ts[k])
 
-    def _gate(self, item: _Item, group: SideGroup, side: int, first: int) -> list[int]:
-        """The group sizes worth a closer look: a gate before the real work of :meth:`_scan`
-        (most groups, on busy items, fail it; tracing sees only those that pass).
+    def _scan(self, tick: _Tick, item: _Item, group: SideGroup, side: int,
+              first: int) -> tuple[int, float, dict[str, float]] | None:  # fmt: skip
+        """The widest window of the newest ``j`` distinct accounts that passes, if any.
 
-        No window can be concentrated beyond its item's share (undecayed counts give a
-        lower bound of the share: decay pulls it to the ceiling). New accounts' ratings in
-        the group, learned while nobody suspected them, are not the item's history (see
-        :meth:`_scan`): at most all reachable ones come off both counts.
+        A gate comes first, before the real work (most groups, on busy items, fail it;
+        tracing sees only the windows that pass it): no window can be concentrated beyond
+        its item's share, and undecayed counts give a lower bound of the share (decay
+        pulls it to the ceiling). New accounts' ratings in the group, learned while nobody
+        suspected them, are not the item's history (see below): at most all reachable
+        ones come off both counts. ``first`` is the stream clock of the oldest rating
+        still in the item's ring.
         """
         end = len(group.who)
         group_clocks = group.clock
         size = end - bisect_left(group_clocks, first)
         min_accounts = self.min_accounts
         if size < min_accounts:
-            return []
-        ceiling = min(0.95, math.sqrt(max(self._g_side[side], 1e-4)))
+            return None
+        g_side = max(self._g_side[side], 1e-4)
+        ceiling = min(0.95, math.sqrt(g_side))  # natural share at one extreme, when unknown
         learned_group = bisect_right(group_clocks, self._clock)  # entries already learned
-        own = group.fresh.count(1, end - size, learned_group)
-        raw_side = max((item.c_high if side == HIGH else item.c_low) - own, 0.0)
-        raw = (raw_side + 10.0 * ceiling) / (max(item.c_all - own, raw_side) + 10.0)
+        fresh = group.fresh
+        own_all = fresh.count(1, end - size, learned_group)
+        raw_side = max((item.c_high if side == HIGH else item.c_low) - own_all, 0.0)
+        raw = (raw_side + 10.0 * ceiling) / (max(item.c_all - own_all, raw_side) + 10.0)
         raw_established = ((item.e_high if side == HIGH else item.e_low) + 10.0 * ceiling) / (
             item.e_all + 10.0
         )
@@ -790,51 +793,41 @@ class CampaignDetector:
         # P(X >= k) >= share**k, so a window needs k * -log(share) nats to be concentrated.
         k_min = max(min_accounts - 1, self.min_concentration_nats / -math.log(low_share))
         if size - 1 < k_min:  # not even the widest window
-            return []
+            return None
         clocks = item.clock
         n_ring = len(clocks)
-        return [
-            j
-            for j in _windows(min_accounts, size)
-            if j - 1 >= k_min
-            and j - 1 > low_share * (n_ring - bisect_left(clocks, group_clocks[end - j]) - 1) + 1.0
-        ]
-
-    def _scan(self, tick: _Tick, item: _Item, group: SideGroup, side: int,
-              windows: list[int]) -> tuple[int, float, dict[str, float]] | None:  # fmt: skip
-        """The widest window of the newest ``j`` distinct accounts that passes, if any,
-        among the group sizes ``windows`` (see :meth:`_gate`)."""
-        g_side = max(self._g_side[side], 1e-4)
-        ceiling = min(0.95, math.sqrt(g_side))  # natural share at one extreme, when unknown
-        learned_group = bisect_right(group.clock, self._clock)  # entries already learned
-        fresh = group.fresh
-        clocks = item.clock
-        n_ring = len(clocks)
-        end = len(group.who)
-        now = tick.clock
-        tau = self._tau
-        decay = math.exp(-(now - item.base_clock) / tau)
-        c_side = (item.c_high if side == HIGH else item.c_low) * decay
-        c_all = item.c_all * decay
-        exposure = tau * -math.expm1(-(now - item.born) / tau)
-        prior_rate = 0.5 * max(len(self._items), 1) / g_side  # an average item, half an event
-        rate = prior_rate + exposure
-        e_side = (item.e_high if side == HIGH else item.e_low) * decay
-        share_established = (e_side + 10.0 * ceiling) / (item.e_all * decay + 10.0)
-        # New accounts' usual share at this extreme on items as popular as this one.
-        new, seen = self._band_fresh[side][_band(c_all)]
-        q_fresh = min(max((new + 10.0 * self._g_fresh[side]) / (seen + 10.0), 0.01), 0.99)
-        log_q = -math.log(q_fresh)
-        half = 0.5 * self.threshold_nats
-        probe = self.trace is not None  # tracing evaluates every window, for analysis
-        # Below this log-tail a window is concentrated; binom_logsf stops early above it.
-        conc_log_tail = math.inf if probe else -self.min_concentration_nats
         best: tuple[int, float, dict[str, float]] | None = None
-        for j in windows:
+        ready = False
+        for j in _windows(min_accounts, size):
+            if j - 1 < k_min:
+                continue
             lo = end - j
-            start = group.clock[lo]
-            span = max(now - start, 1)
+            start = group_clocks[lo]
             n_all = n_ring - bisect_left(clocks, start)
+            if j - 1 <= low_share * (n_all - 1) + 1.0:
+                continue
+            if not ready:  # the first window past the gate: the real work's setup
+                ready = True
+                now = tick.clock
+                tau = self._tau
+                decay = math.exp(-(now - item.base_clock) / tau)
+                c_side = (item.c_high if side == HIGH else item.c_low) * decay
+                c_all = item.c_all * decay
+                exposure = tau * -math.expm1(-(now - item.born) / tau)
+                # The prior: an average item, half an event.
+                prior_rate = 0.5 * max(len(self._items), 1) / g_side
+                rate = prior_rate + exposure
+                e_side = (item.e_high if side == HIGH else item.e_low) * decay
+                share_established = (e_side + 10.0 * ceiling) / (item.e_all * decay + 10.0)
+                # New accounts' usual share at this extreme on items as popular as this one.
+                new, seen = self._band_fresh[side][_band(c_all)]
+                q_fresh = min(max((new + 10.0 * self._g_fresh[side]) / (seen + 10.0), 0.01), 0.99)
+                log_q = -math.log(q_fresh)
+                half = 0.5 * self.threshold_nats
+                probe = self.trace is not None  # tracing evaluates every window, for analysis
+                # Below this log-tail a window is concentrated; binom_logsf stops early above it.
+                conc_log_tail = math.inf if probe else -self.min_concentration_nats
+            span = max(now - start, 1)
             # The item's history without the group's new accounts (learned before the group
             # looked suspicious): a push by new accounts must not make itself look normal.
             # Its share at this extreme is also read from established raters alone, which
