@@ -763,7 +763,8 @@ class CampaignDetector:
 
     def _scan(self, tick: _Tick, item: _Item, group: SideGroup, side: int,
               first: int) -> tuple[int, float, dict[str, float]] | None:  # fmt: skip
-        """The widest window of the newest ``j`` distinct accounts that passes, if any.
+        """Of the windows (the newest ``j`` distinct accounts) that pass, the most
+        surprising: its size, nats and evidence; None when none passes.
 
         A gate comes first, before the real work (most groups, on busy items, fail it;
         tracing sees only the windows that pass it): no window can be concentrated beyond
