@@ -265,7 +265,7 @@ def test_every_extreme_ruled_out_fails_the_count_questions_in_every_window(monke
         possible = shortcut(self, t, batch, rated, at)
         for i in at[~possible].tolist():
             item_id = batch.events[i].item_id
-            positions = _positions(batch.events, rated, {item_id})[item_id]
+            positions = _positions(t.item_ids, rated, {item_id})[item_id]
             side, clock = int(t.codes[i]), int(t.clocks[i])
             added = _added(t, batch, positions, i)
             recent, (born, kept_all, kept_side) = self._history(

@@ -373,13 +373,12 @@ class SlowPushDetector:
         self.ttl_events = ttl_events
         self.low, self.high = rating_low, rating_high
         # Items: kept ratings since first seen (total and per exact side: the baseline),
-        # ratings seen, first and last clock, and ratings per exact side in the ring.
+        # first and last clock, and ratings per exact side in each window of the ring.
         self._items = _Rows(
             max_items,
             {
                 "kept": (np.int64, 0, 0),
                 "kept_side": (np.int64, 0, 3),
-                "seen": (np.int64, 0, 0),
                 "born": (np.int64, 0, 0),
                 "last": (np.int64, _NEVER, 0),
                 "in_window": (np.int64, 0, 3 * len(self.windows)),
@@ -470,7 +469,7 @@ class SlowPushDetector:
 
         Most extremes are never tested: ``_may_pass`` rules them out for the whole tick
         at once, from counts alone."""
-        events = batch.events
+        item_ids = tick.item_ids
         clocks, codes = tick.clocks.tolist(), tick.codes.tolist()
         testable = extremes[
             (tick.codes[extremes] & _NEAR == 0) & (tick.clocks[extremes] >= self.warmup_events)
@@ -483,7 +482,7 @@ class SlowPushDetector:
         while at < len(queue):
             i = queue[at]
             at += 1
-            item_id = events[i].item_id
+            item_id = item_ids[i]
             code, clock = codes[i], clocks[i]
             side = code & 3
             camp = None
@@ -491,9 +490,9 @@ class SlowPushDetector:
                 camp = self._target(tick, item_id, side)
             if camp is None and i in candidates:
                 if positions is None:
-                    positions = _positions(events, rated, {events[j].item_id for j in candidates})
+                    positions = _positions(item_ids, rated, {item_ids[j] for j in candidates})
                 added = _added(tick, batch, positions[item_id], i)
-                camp = self._test(tick, batch, i, side, self._items.row(item_id), added)
+                camp = self._test(tick, batch, i, side, int(tick.item_rows[i]), added)
             if camp is not None:
                 self._join(tick, camp, batch, i, clock)
             if tick.targets and not everything:  # later extremes may join it
@@ -587,10 +586,10 @@ class SlowPushDetector:
             cols["first_ts"][rows[new]] = batch.ts[new]
         np.add.at(cols["n"], rows, 1)
         np.maximum.at(cols["last"], rows, tick.clocks)
-        np.maximum.at(cols["seq"], rows, np.arange(self._seq, self._seq + len(rows)))
+        seqs = np.arange(self._seq, self._seq + len(rows))  # the events' numbers
+        np.maximum.at(cols["seq"], rows, seqs)
         recent = self._recent_accounts  # a ring over events: event k at k % its size
-        where = np.arange(self._seq, self._seq + len(rows)) % len(recent)
-        recent[where] = rows
+        recent[seqs % len(recent)] = rows
         created = np.array(list(map(_CREATED, batch.events)), dtype=np.float64)  # None: NaN
         known = np.flatnonzero(~np.isnan(created))
         if len(known):  # an account's latest creation date wins
@@ -609,7 +608,6 @@ class SlowPushDetector:
         clocks, codes = tick.clocks[rated], tick.codes[rated]
         if new:
             cols["born"][rows[new]] = clocks[new]
-        np.add.at(cols["seen"], rows, 1)
         np.maximum.at(cols["last"], rows, clocks)
         exact = _EXACT[codes]
         np.add.at(cols["kept"], rows[kept], 1)
@@ -882,8 +880,9 @@ class SlowPushDetector:
     ) -> None:
         if self._activity(account_id) > camp.evidence["member_cap"]:
             return
-        if created is None and not math.isnan(self._created(account_id)):
-            created = self._created(account_id)
+        if created is None:
+            known = self._created(account_id)
+            created = None if math.isnan(known) else known
         if created is not None and ts - created > self.fresh_age:
             return  # old by its creation date: a real user, not a sock puppet
         camp.members[account_id] = ts
@@ -954,11 +953,11 @@ def _rated(batch: Batch) -> np.ndarray:
     return (batch.kind <= _RATED) & ~np.isnan(batch.rating)
 
 
-def _positions(events: Any, rated: np.ndarray, wanted: set[str]) -> dict[str, list[int]]:
+def _positions(item_ids: list[str], rated: np.ndarray, wanted: set[str]) -> dict[str, list[int]]:
     """The tick's ratings of the ``wanted`` items, positions in order, per item."""
     positions: dict[str, list[int]] = {}
     for i in np.flatnonzero(rated).tolist():
-        item_id = events[i].item_id
+        item_id = item_ids[i]
         if item_id in wanted:
             positions.setdefault(item_id, []).append(i)
     return positions
