@@ -99,7 +99,7 @@ class SlowPushSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Off by default: it costs about 2.7 us an event in the detector core, an eighth of
+    # Off by default: it costs about 2.4 us an event in the detector core, an eighth of
     # its throughput (docs/DETECTORS.md). Turn it on where drips over months matter more.
     enabled: bool = False
     windows_events: tuple[int, ...] = (3_000, 12_000)
