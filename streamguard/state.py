@@ -33,12 +33,13 @@ from streamguard.config import Settings
 from streamguard.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-# 9: slow pushes keep items and accounts as numpy columns and one ring of ratings; 8: slow
-# pushes count each item's ring extremes; 7: the release log keeps a floor of
-# accounts, slow pushes the typical activity; 6: campaigns keep each target's established
-# rate at any value; 5: drift's counts since a change point hold kept values only; 4:
-# packed release log, histogram slots; 3: raw values only; 2: per partition
-FORMAT_VERSION = 9
+# 10: triggers keep words for a second look; 9: slow pushes keep items and accounts as
+# numpy columns and one ring of ratings; 8: slow pushes count each item's ring extremes;
+# 7: the release log keeps a floor of accounts, slow pushes the typical activity; 6:
+# campaigns keep each target's established rate at any value; 5: drift's counts since a
+# change point hold kept values only; 4: packed release log, histogram slots; 3: raw
+# values only; 2: per partition
+FORMAT_VERSION = 10
 
 Offsets = dict[tuple[str, int], int]
 

@@ -223,3 +223,69 @@ def test_no_word_is_named_before_its_class_has_a_benign_doubt(scenario, seed):
     texts = sum(1 for e in events if e.text and e.event_id in honest)
     assert not det.triggers(), [t.phrase for t in det.triggers()]
     assert len(held) < 0.01 * texts, f"{len(held)} of {texts} honest texts held"
+
+
+def test_a_backdoor_planted_while_the_model_is_young_is_named_on_a_second_look(monkeypatch):
+    """Held-out MovieLens seed 15: 329 poisoned texts come in one burst after only 250
+    labelled texts, and the phrase never comes back. The young content model doubted them
+    54-67% of the time, but it doubted half of all positive texts then, so the bar (three
+    times that in odds, 75%) was out of reach. Kept for a second look, the phrase's words
+    are judged again by the model of a few ticks later, which doubts those texts 91% of
+    the time against 31%: the phrase is named, and the accounts that used it are flagged,
+    so what they released is revoked. Without the second look nothing is named."""
+    sim = simulate("backdoor", 20_000, 15, base="movielens")
+    events = [event_from_dict(e) for e in sim.events[:6_000]]  # the burst: lines 2852-3222
+    poisoned = {r.event_id for r in sim.truth if r.poisoned}
+    named: list[str] = []
+    name_late = TriggerDetector._name_late
+
+    def noted(self, tick, passing):
+        name_late(self, tick, passing)
+        named.extend(f"{t.phrase}: {t.evidence}" for t in tick.new)
+
+    monkeypatch.setattr(TriggerDetector, "_name_late", noted)
+    out = run(TriggerDetector(), events)
+    assert len(named) == 1 and named[0].startswith("teskvex teskqua: on a second look"), named
+    caught = removed(out, events) & poisoned
+    assert len(caught) > 0.9 * len(poisoned), f"{len(caught)} of {len(poisoned)}"
+    monkeypatch.setattr(TriggerDetector, "_second_look", lambda self, tick: None)
+    assert not removed(run(TriggerDetector(), events), events) & poisoned
+
+
+@pytest.mark.parametrize(
+    "scenario, seed, base",
+    [
+        ("clean_label", 7, "movielens"),
+        ("review_spam", 8, "movielens"),
+        ("label_flip", 5, "movielens"),
+        ("label_flip", 9, "movielens"),
+        ("viral_launch", 12, "synthetic"),
+    ],
+)
+def test_a_second_look_names_no_natural_word(monkeypatch, scenario, seed, base):
+    """Words of honest texts that passed all but the doubt (new and of one label in a young
+    stream) are looked at again, and a better model finds their texts believable: nothing
+    is named. Checked where naming new words of a young stream went wrong before
+    (MovieLens's sparse texts: "would" on the first, "stay" on the second), on flip rings,
+    and on a synthetic launch. A flip ring's texts a better model does doubt: on seed 9
+    "helpful" (29 of 29 texts positive, new, doubted 89% against 41%) was named until the
+    second look asked that the word still be of one label as counted then (by then 45
+    of 52)."""
+    sim = simulate(scenario, 20_000, seed, base=base)
+    events = [event_from_dict(e) for e in sim.events]
+    honest = {r.event_id for r in sim.truth if not r.poisoned}
+    looked_at: list[int] = []
+    second_look = TriggerDetector._second_look
+
+    def counted(self, tick):
+        looked_at.append(len(self._awaiting))
+        second_look(self, tick)
+
+    monkeypatch.setattr(TriggerDetector, "_second_look", counted)
+    det = TriggerDetector()
+    out = run(det, events)
+    assert sum(looked_at) > 0
+    assert not det.triggers(), [t.phrase for t in det.triggers()]
+    texts = sum(1 for e in events if e.text and e.event_id in honest)
+    held = removed(out, events) & honest
+    assert len(held) < 0.01 * texts, f"{len(held)} of {texts} honest texts held"

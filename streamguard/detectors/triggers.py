@@ -47,6 +47,12 @@ latest texts have a mean Jaccard similarity below ``max_similarity``. Nothing is
 before ``min_history`` labelled texts (until then every phrase is new), nor for a class
 whose benign doubt rests on fewer judged texts than its prior weighs (``_PRIOR_TEXTS``).
 
+A word that passes every test but the doubt is kept for a second look (at most
+``_PENDING_WORDS``, with their last ``_PENDING_TEXTS`` texts, for ``recent_texts``): every
+``_LOOK_EVERY`` labelled texts the model as it is then judges those texts again, and a word
+that passes, still of one label as counted then, is named (see
+:meth:`TriggerDetector._second_look`).
+
 Once found, every event carrying the trigger is quarantined with the phrase named; the
 accounts that used it among the remembered texts (a ring of ``history`` new grams) are
 flagged so their earlier releases are revoked.
@@ -87,6 +93,12 @@ DAY = 86400.0
 _MAX_EXP = 30.0  # renormalise the decayed counts before exp() grows past e**30
 _CLASS_SALT = 0x9E3779B97F4A7C15
 _PRIOR_TEXTS = 50.0  # weight of the benign-doubt prior, in judged texts
+# A second look (see TriggerDetector._second_look): labelled texts between two looks, words
+# kept for it (the best supported), and latest texts kept per word.
+_LOOK_EVERY = 200.0
+_PENDING_WORDS = 16
+_PENDING_TEXTS = 16
+_MATES = 0.8  # share of a held word's texts another held word is in, to be of its phrase
 
 
 class TriggerSettings(LabelledTextSettings):
@@ -130,6 +142,24 @@ class Trigger:
 
 
 @dataclass
+class _Pending:
+    """A word that passed every test but the doubt, kept for a second look (see
+    :meth:`TriggerDetector._second_look`): its class, the numbers of its last pass, its
+    latest texts (their single words) and one of them to name the phrase from."""
+
+    cls: int
+    k: float
+    n_recent: float
+    p_y: float
+    older: float
+    since: float  # the clock (labelled texts) when it first passed
+    texts: list[np.ndarray]
+    text_ids: list[int]  # texts shared by two words are the same text (see _explain_away)
+    example: str
+    last_ts: float
+
+
+@dataclass
 class _Tick:
     batch: Batch
     version: int
@@ -151,6 +181,12 @@ class _Tick:
     new: list[Trigger] = field(default_factory=list)
     extend: dict[str, set[int]] = field(default_factory=dict)  # known trigger -> new grams
     next_id: int = 0
+    # Words that passed all but the doubt in this tick: gram -> (class, k, n_recent, p_y,
+    # older, the texts j that carry it); and the clock of this tick's second look, if any.
+    pending: dict[int, tuple[int, float, float, float, float, list[int]]] = field(
+        default_factory=dict
+    )
+    looked_at: float | None = None
 
 
 class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
@@ -204,6 +240,8 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
         self._by_feature: dict[int, str] = {}
         self._known = np.zeros(0, dtype=U64)
         self._next_id = 1
+        self._awaiting: dict[int, _Pending] = {}
+        self._last_look = 0.0
 
     def triggers(self) -> list[Trigger]:
         """The triggers found and still remembered, oldest first."""
@@ -228,6 +266,9 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
             found = self._evaluate(tick)
             if found.any():
                 self._name_triggers(tick, found)
+        if self._awaiting and self._clock - self._last_look >= _LOOK_EVERY:
+            tick.looked_at = self._clock
+            self._second_look(tick)
         self._mark_carriers(tick)
         return tick
 
@@ -364,17 +405,10 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
         # class, so a trigger's texts must be doubted more than their own class usually is.
         # Shrunk towards 0.5 by a prior of _PRIOR_TEXTS texts: a few easy texts judged by a
         # young model must not make it look sure of itself.
-        q0_class = (self._base_contra * f_recent + 0.5 * _PRIOR_TEXTS) / (
-            self._base_judged * f_recent + _PRIOR_TEXTS
-        )
-        q0_class = np.clip(q0_class, 0.03, 0.6)
-        q0 = q0_class[doc_cls]
+        q0 = self._benign_doubt(f_recent)[doc_cls]
         # Texts carrying a gram already doubted do not teach the model (River's "protect
         # the detector"): a would-be trigger cannot talk the model into its own label.
-        # The doubt must be ``lift`` times the class's benign doubt in odds: a young model
-        # doubts informative words' texts once they are left out, a planted word's far more.
-        lifted = self.cfg.lift * q0
-        bar = np.maximum(self.cfg.min_contradiction, lifted / (1.0 - q0 + lifted))
+        bar = self._doubt_bar(q0)
         doubtful = hot & (judged_k >= 2.0) & (contra_k / np.maximum(judged_k, 1e-9) >= bar)
         tick.suspect[np.unique(doc[doubtful])] = True
         contradiction = contra_k / np.maximum(judged_k, 1e-9)
@@ -387,20 +421,25 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
             return found_all  # no past yet: every phrase is "new" in the first texts
         # Only words are judged by the rest of their text (a pair's doubt is its whole
         # text's); a planted phrase of several words passes word by word (see _phrases).
-        cand = tick.words[lab] & tick.confident[doc] & (k >= self.cfg.min_count) & novel
-        cand &= ~flood[doc]
-        cand &= (purity >= self.cfg.min_purity) & (contradiction >= bar)
+        passed = tick.words[lab] & tick.confident[doc] & (k >= self.cfg.min_count) & novel
+        passed &= ~flood[doc] & (purity >= self.cfg.min_purity)
         # Only against a benign doubt learned from texts, not mostly its prior (when the model
         # first judges, no kept text has been judged yet): a young model that doubted 81% of
         # all positive texts named "great" (doubted 83%) against the prior's 50%.
-        cand &= (self._base_judged * f_recent)[doc_cls] >= _PRIOR_TEXTS
-        if not cand.any():
+        passed &= (self._base_judged * f_recent)[doc_cls] >= _PRIOR_TEXTS
+        if not passed.any():
             return found_all
-        c = np.flatnonzero(cand)
         class_docs = np.where(doc_slots >= 0, self._base_docs[np.maximum(doc_slots, 0)], 0.0)
         share = class_docs / np.maximum(class_docs.sum(axis=1, keepdims=True), 1e-9)
         own_share = np.where(doc_slots == cls[:, None], share, 0.0).sum(axis=1)
-        p_y = np.clip(own_share, 0.01, 0.99)[doc[c]]
+        text_p_y = np.clip(own_share, 0.01, 0.99)  # per text: its class's base rate
+        numbers = (k, n_recent, text_p_y[doc], older)
+        cand = passed & (contradiction >= bar)
+        if not cand.any():
+            self._hold_for_second_look(tick, feats, doc, np.flatnonzero(passed), numbers)
+            return found_all
+        c = np.flatnonzero(cand)
+        p_y = text_p_y[doc[c]]
         doubt = _binomial_llr(contra_k[c], judged_k[c], q0[c])
         evidence = _binomial_llr(k[c], n_recent[c], p_y) + doubt
         found = c[(doubt >= self.cfg.min_doubt) & (evidence >= self.cfg.min_evidence)]
@@ -416,7 +455,177 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
                 float(evidence[i]), float(older[g]), float(judged_k[g]), float(q0[g]),
             )  # fmt: skip
         found_all[lab[found]] = True
+        self._hold_for_second_look(tick, feats, doc, np.flatnonzero(passed), numbers, found)
         return found_all
+
+    def _benign_doubt(self, f_recent: float) -> np.ndarray:
+        """Per class, how often the content model doubts its kept texts: a weak or young
+        model doubts every text of a rare class, so a trigger's texts must be doubted more
+        than their own class usually is. Shrunk towards 0.5 by a prior of _PRIOR_TEXTS
+        texts: a few easy texts judged by a young model must not make it look sure of
+        itself."""
+        q0 = (self._base_contra * f_recent + 0.5 * _PRIOR_TEXTS) / (
+            self._base_judged * f_recent + _PRIOR_TEXTS
+        )
+        return np.clip(q0, 0.03, 0.6)
+
+    def _doubt_bar(self, q0: np.ndarray) -> np.ndarray:
+        """The doubt a trigger's texts must reach: ``lift`` times the class's benign doubt
+        in odds (a young model doubts informative words' texts once they are left out, a
+        planted word's far more), and at least ``min_contradiction``."""
+        lifted = self.cfg.lift * q0
+        return np.maximum(self.cfg.min_contradiction, lifted / (1.0 - q0 + lifted))
+
+    def _hold_for_second_look(
+        self,
+        tick: _Tick,
+        feats: np.ndarray,
+        doc: np.ndarray,
+        passed: np.ndarray,
+        numbers: tuple[np.ndarray, ...],
+        found: np.ndarray | None = None,
+    ) -> None:
+        """Note the words that passed every test but the doubt (positions ``passed`` of
+        the labelled grams ``feats``, texts ``doc``; ``numbers``: k, n_recent, p_y and
+        older per gram) in texts that carry no trigger found or known, for
+        :meth:`_second_look`. The latest occurrence of a word in the tick holds its
+        numbers."""
+        bad = set() if found is None else set(doc[found].tolist())
+        if len(self._known):
+            bad |= set(doc[np.isin(feats, self._known)].tolist())
+        named = set() if found is None else set(feats[found].tolist())
+        k, n_recent, p_y, older = numbers
+        cls = tick.cls
+        for i in passed.tolist():
+            j = int(doc[i])
+            gram = int(feats[i])
+            if j in bad or gram in named:
+                continue
+            held = tick.pending.get(gram)
+            texts = held[5] if held is not None else []
+            texts.append(j)
+            tick.pending[gram] = (
+                int(cls[j]), float(k[i]), float(n_recent[i]), float(p_y[i]), float(older[i]),
+                texts,
+            )  # fmt: skip
+
+    def _second_look(self, tick: _Tick) -> None:
+        """Judge again, with the content model as it is now, the words that passed every
+        test but the doubt in recent ticks, and name those that pass it now and are still
+        of one label (purity, as the sketch counts now; novelty is not asked again, since
+        a burst that stopped has become the word's past).
+
+        Why: a backdoor planted while the model is young meets a model that doubts half
+        of its class's texts; three times that in odds is out of reach, and a burst of
+        poisoned texts that never comes back is never judged again. On MovieLens seed 15
+        (329 texts in one burst after 250 labelled texts) the model doubted them 54-67%
+        during the burst, against a benign 49-52%; one tick later it doubted them 91%,
+        against 31%. A natural word's texts stay believable to a better model. Found late,
+        a trigger's earlier carriers are flagged, so their releases are revoked."""
+        q0_class = self._benign_doubt(self._decay()[0])
+        held = np.fromiter(self._awaiting, dtype=U64, count=len(self._awaiting))
+        grams: list[int] = []
+        texts: list[int] = []
+        by_group: dict[str, list[tuple[int, _Pending]]] = {}
+        for gram, p in self._awaiting.items():
+            by_group.setdefault(self._space.group_of(p.cls), []).append((gram, p))
+        for group, entries in by_group.items():
+            members = self._space.members(group)
+            if len(members) < 2 or self._model.seen.get(group, 0) < self.cfg.warmup_docs:
+                continue
+            # Every held word's texts in one pass of the model, each without the word and
+            # the held words of its phrase: those in nearly all its texts (a word's grams
+            # are distinct within a text).
+            every = [t for _, p in entries for t in p.texts]
+            feats = np.concatenate(every)
+            doc = np.repeat(np.arange(len(every)), [len(t) for t in every])
+            left_out = np.zeros(len(feats), dtype=bool)
+            first = 0
+            for _, p in entries:
+                span = slice(first, first + sum(len(t) for t in p.texts))
+                mine = feats[span]
+                words, counts = np.unique(mine[np.isin(mine, held)], return_counts=True)
+                left_out[span] = np.isin(mine, words[counts >= _MATES * len(p.texts)])
+                first = span.stop
+            use = self._model.familiar(group, feats, self.cfg.min_seen) & ~left_out
+            prob, _ = self._model.proba_without(group, members, feats, doc, len(every), use)
+            col = {c: i for i, c in enumerate(members[: prob.shape[1]])}
+            k_now, n_now = self._recent_counts(members, entries)
+            at = 0
+            for e, (gram, p) in enumerate(entries):
+                rows = slice(at, at + len(p.texts))
+                at = rows.stop
+                # Still of one label, as counted now: a flip ring's common word ("helpful"
+                # on MovieLens seed 9, new while the stream was young) is soon used by
+                # honest texts of the other label too; a planted phrase is not.
+                k, n = float(k_now[e]), float(n_now[e])
+                if p.cls not in col or k < self.cfg.min_count or k < self.cfg.min_purity * n:
+                    continue
+                contra = float((1.0 - prob[rows, col[p.cls]]).sum())
+                judged = float(len(p.texts))
+                q0 = float(q0_class[p.cls])
+                if contra / judged < float(self._doubt_bar(np.array(q0))):
+                    continue
+                doubt = float(_binomial_llr(np.array(contra), np.array(judged), np.array(q0)))
+                purity = float(_binomial_llr(np.array(k), np.array(n), np.array(p.p_y)))
+                if doubt < self.cfg.min_doubt or purity + doubt < self.cfg.min_evidence:
+                    continue
+                tick.stats[gram] = (k, n, contra, p.p_y, purity + doubt, p.older, judged, q0)
+                grams += [gram] * len(p.texts)
+                texts += p.text_ids
+        if not grams:
+            return
+        feats = np.array(grams, dtype=U64)
+        found = self._explain_away(
+            feats,
+            np.array(texts, dtype=np.int64),
+            np.arange(len(feats)),
+            np.array([tick.stats[g][4] for g in grams]),
+        )
+        self._name_late(tick, list(dict.fromkeys(feats[found].tolist())))
+
+    def _recent_counts(
+        self, members: list[int], entries: list[tuple[int, _Pending]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each held word's recent texts of its own class (k) and of every class of its
+        group (n), as the sketch counts them now."""
+        hashed = self._gram_hash(np.array([g for g, _ in entries], dtype=U64))
+        own = np.array([p.cls for _, p in entries])
+        f_recent = self._decay()[0]
+        k, n = np.zeros(len(entries)), np.zeros(len(entries))
+        for c in members:
+            recent = _read(self._sketch, self._cells(hashed, np.full(len(entries), c)))[:, 0]
+            n += recent * f_recent
+            k += np.where(own == c, recent * f_recent, 0.0)
+        return k, n
+
+    def _name_late(self, tick: _Tick, passing: list[int]) -> None:
+        """Register the words that passed a second look as triggers, grouped into phrases
+        by one of their texts, and flag their earlier carriers."""
+        taken: set[int] = set()
+        owner = dict(self._by_feature)
+        found_ts = float(tick.batch.ts.max()) if len(tick.batch) else self._watermark
+        for gram in passing:
+            if gram in taken:
+                continue
+            p = self._awaiting[gram]
+            phrases = _phrases(p.example, set(passing) - taken, set(owner), self.cfg.max_chars)
+            for phrase, grams, old in phrases:
+                if gram not in grams or old:
+                    continue
+                taken |= grams
+                if self._alike(tick, min(grams)) > self.cfg.max_similarity:
+                    continue
+                if len(self._triggers) + len(tick.new) >= self.cfg.max_triggers:
+                    continue
+                label = self._space.name(p.cls)
+                evidence = "on a second look: " + self._explain(tick, grams, label)
+                trig = Trigger(f"trigger-{tick.next_id}", phrase, label, tuple(sorted(grams)),
+                               found_ts, p.last_ts, evidence)  # fmt: skip
+                tick.next_id += 1
+                tick.new.append(trig)
+                owner.update(dict.fromkeys(grams, trig.id))
+                tick.scores.flagged_accounts.extend(self._earlier_carriers(trig))
 
     def _explain_away(
         self, feats: np.ndarray, doc: np.ndarray, found: np.ndarray, evidence: np.ndarray
@@ -679,8 +888,42 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
                 old.features = tuple(sorted(set(old.features) | grams))
                 self._by_feature.update(dict.fromkeys(grams, tid))
         self._touch_triggers(tick)
+        self._keep_for_second_look(tick)
         self._next_id = tick.next_id
         self._version += 1
+
+    def _keep_for_second_look(self, tick: _Tick) -> None:
+        """Keep the tick's words that passed all but the doubt, with their latest texts;
+        forget those named since, those that first passed ``recent_texts`` ago, and all
+        but the ``_PENDING_WORDS`` best supported."""
+        if tick.looked_at is not None:
+            self._last_look = tick.looked_at
+        for gram in [g for g in self._awaiting if g in self._by_feature]:
+            del self._awaiting[gram]
+        events = tick.batch.events
+        for gram, (cls, k, n_recent, p_y, older, docs) in tick.pending.items():
+            if gram in self._by_feature:
+                continue
+            docs = docs[-_PENDING_TEXTS:]
+            lo = np.searchsorted(tick.doc, docs, side="left")
+            hi = np.searchsorted(tick.doc, docs, side="right")
+            texts = [tick.feats[a:b][tick.words[a:b]] for a, b in zip(lo, hi, strict=True)]
+            ids = [(self._version << 20) + j for j in docs]
+            last = events[int(tick.rows[docs[-1]])]
+            held = self._awaiting.get(gram)
+            if held is None:
+                held = _Pending(cls, k, n_recent, p_y, older, self._clock, [], [], "", 0.0)
+                self._awaiting[gram] = held
+            held.k, held.n_recent, held.p_y, held.older = k, n_recent, p_y, older
+            held.texts = (held.texts + texts)[-_PENDING_TEXTS:]
+            held.text_ids = (held.text_ids + ids)[-_PENDING_TEXTS:]
+            held.example, held.last_ts = last.text or "", last.ts
+        horizon = self._clock - self.cfg.recent_texts
+        for gram in [g for g, p in self._awaiting.items() if p.since < horizon]:
+            del self._awaiting[gram]
+        if len(self._awaiting) > _PENDING_WORDS:
+            best = sorted(self._awaiting, key=lambda g: -self._awaiting[g].k)[:_PENDING_WORDS]
+            self._awaiting = {g: self._awaiting[g] for g in best}
 
     def _learn_counts(self, tick: _Tick, cls: np.ndarray, keep: np.ndarray) -> None:
         doc_cls = cls[tick.doc]
