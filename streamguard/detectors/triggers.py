@@ -59,10 +59,11 @@ flagged so their earlier releases are revoked.
 
 Batch semantics: a tick is scored from the sketch at its start plus its own earlier
 texts, and learned at its end, so the tick in which a trigger is found does not depend on
-the tick size beyond the content model's learning; every event of that tick carrying it
-is quarantined. State is bounded: the sketch (2 x ``2**bits`` x 4 float32), the content
+the tick size beyond the content model's learning (and, for a second look, the first tick
+to start ``_LOOK_EVERY`` labelled texts after the last); every event of that tick carrying
+it is quarantined. State is bounded: the sketch (2 x ``2**bits`` x 4 float32), the content
 model, the revocation ring, at most ``max_triggers`` triggers (dropped after
-``trigger_ttl_days`` unseen).
+``trigger_ttl_days`` unseen), the words held for a second look.
 """
 
 from __future__ import annotations
