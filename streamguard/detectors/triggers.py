@@ -528,8 +528,10 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
         grams: list[int] = []
         texts: list[int] = []
         by_group: dict[str, list[tuple[int, _Pending]]] = {}
+        named_now = {f for t in tick.new for f in t.features}  # by this tick's first look
         for gram, p in self._awaiting.items():
-            by_group.setdefault(self._space.group_of(p.cls), []).append((gram, p))
+            if gram not in named_now:
+                by_group.setdefault(self._space.group_of(p.cls), []).append((gram, p))
         for group, entries in by_group.items():
             members = self._space.members(group)
             if len(members) < 2 or self._model.seen.get(group, 0) < self.cfg.warmup_docs:
@@ -604,7 +606,7 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
         """Register the words that passed a second look as triggers, grouped into phrases
         by one of their texts, and flag their earlier carriers."""
         taken: set[int] = set()
-        owner = dict(self._by_feature)
+        owner = dict(self._by_feature) | {f: t.id for t in tick.new for f in t.features}
         found_ts = float(tick.batch.ts.max()) if len(tick.batch) else self._watermark
         for gram in passing:
             if gram in taken:
