@@ -145,12 +145,13 @@ class Trigger:
 @dataclass
 class _Pending:
     """A word that passed every test but the doubt, kept for a second look (see
-    :meth:`TriggerDetector._second_look`): its class, the numbers of its last pass, its
-    latest texts (their single words) and one of them to name the phrase from."""
+    :meth:`TriggerDetector._second_look`): its class, the numbers of its last pass (its
+    recent texts of that class ``k``, which rank the held words, the class's base rate and
+    the word's past), its latest texts (their single words) and one of them to name the
+    phrase from. The look reads the word's recent counts again."""
 
     cls: int
     k: float
-    n_recent: float
     p_y: float
     older: float
     since: float  # the clock (labelled texts) when it first passed
@@ -182,11 +183,9 @@ class _Tick:
     new: list[Trigger] = field(default_factory=list)
     extend: dict[str, set[int]] = field(default_factory=dict)  # known trigger -> new grams
     next_id: int = 0
-    # Words that passed all but the doubt in this tick: gram -> (class, k, n_recent, p_y,
-    # older, the texts j that carry it); and the clock of this tick's second look, if any.
-    pending: dict[int, tuple[int, float, float, float, float, list[int]]] = field(
-        default_factory=dict
-    )
+    # Words that passed all but the doubt in this tick: gram -> (class, k, p_y, older, the
+    # texts j that carry it); and the clock of this tick's second look, if any.
+    pending: dict[int, tuple[int, float, float, float, list[int]]] = field(default_factory=dict)
     looked_at: float | None = None
 
 
@@ -402,11 +401,7 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
             d = doc[live]
             contra_k[live] += same_class.sums(gram_contra[live])
             judged_k[live] += same_class.sums(tick.confident[d].astype(np.float64))
-        # The benign doubt of each class: a weak or young model doubts every text of a rare
-        # class, so a trigger's texts must be doubted more than their own class usually is.
-        # Shrunk towards 0.5 by a prior of _PRIOR_TEXTS texts: a few easy texts judged by a
-        # young model must not make it look sure of itself.
-        q0 = self._benign_doubt(f_recent)[doc_cls]
+        q0 = self._benign_doubt(f_recent)[doc_cls]  # each text's class's benign doubt
         # Texts carrying a gram already doubted do not teach the model (River's "protect
         # the detector"): a would-be trigger cannot talk the model into its own label.
         bar = self._doubt_bar(q0)
@@ -434,7 +429,7 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
         share = class_docs / np.maximum(class_docs.sum(axis=1, keepdims=True), 1e-9)
         own_share = np.where(doc_slots == cls[:, None], share, 0.0).sum(axis=1)
         text_p_y = np.clip(own_share, 0.01, 0.99)  # per text: its class's base rate
-        numbers = (k, n_recent, text_p_y[doc], older)
+        numbers = (k, text_p_y[doc], older)
         cand = passed & (contradiction >= bar)
         if not cand.any():
             self._hold_for_second_look(tick, feats, doc, np.flatnonzero(passed), numbers)
@@ -487,15 +482,15 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
         found: np.ndarray | None = None,
     ) -> None:
         """Note the words that passed every test but the doubt (positions ``passed`` of
-        the labelled grams ``feats``, texts ``doc``; ``numbers``: k, n_recent, p_y and
-        older per gram) in texts that carry no trigger found or known, for
+        the labelled grams ``feats``, texts ``doc``; ``numbers``: k, p_y and older per
+        gram) in texts that carry no trigger found or known, for
         :meth:`_second_look`. The latest occurrence of a word in the tick holds its
         numbers."""
         bad = set() if found is None else set(doc[found].tolist())
         if len(self._known):
             bad |= set(doc[np.isin(feats, self._known)].tolist())
         named = set() if found is None else set(feats[found].tolist())
-        k, n_recent, p_y, older = numbers
+        k, p_y, older = numbers
         cls = tick.cls
         for i in passed.tolist():
             j = int(doc[i])
@@ -503,12 +498,9 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
             if j in bad or gram in named:
                 continue
             held = tick.pending.get(gram)
-            texts = held[5] if held is not None else []
+            texts = held[4] if held is not None else []
             texts.append(j)
-            tick.pending[gram] = (
-                int(cls[j]), float(k[i]), float(n_recent[i]), float(p_y[i]), float(older[i]),
-                texts,
-            )  # fmt: skip
+            tick.pending[gram] = (int(cls[j]), float(k[i]), float(p_y[i]), float(older[i]), texts)
 
     def _second_look(self, tick: _Tick) -> None:
         """Judge again, with the content model as it is now, the words that passed every
@@ -904,7 +896,7 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
         for gram in [g for g in self._awaiting if g in self._by_feature]:
             del self._awaiting[gram]
         events = tick.batch.events
-        for gram, (cls, k, n_recent, p_y, older, docs) in tick.pending.items():
+        for gram, (cls, k, p_y, older, docs) in tick.pending.items():
             if gram in self._by_feature:
                 continue
             docs = docs[-_PENDING_TEXTS:]
@@ -915,9 +907,9 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
             last = events[int(tick.rows[docs[-1]])]
             held = self._awaiting.get(gram)
             if held is None:
-                held = _Pending(cls, k, n_recent, p_y, older, self._clock, [], [], "", 0.0)
+                held = _Pending(cls, k, p_y, older, self._clock, [], [], "", 0.0)
                 self._awaiting[gram] = held
-            held.k, held.n_recent, held.p_y, held.older = k, n_recent, p_y, older
+            held.k, held.p_y, held.older = k, p_y, older
             held.texts = (held.texts + texts)[-_PENDING_TEXTS:]
             held.text_ids = (held.text_ids + ids)[-_PENDING_TEXTS:]
             held.example, held.last_ts = last.text or "", last.ts
