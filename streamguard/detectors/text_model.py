@@ -129,19 +129,26 @@ class TextModel:
         the gram alone; ids must not span texts). A phrase must not vouch for its own
         label, nor one of its words for another. Grams with ``mask`` false count nowhere.
         """
-        z = self.logits(group, members, feats, doc, m, mask)
-        k = z.shape[1]
-        without = z[doc]
+        k = min(len(members), self.max_classes)
         w = self._w.get(group)
-        if w is not None and k and len(feats):
-            use = np.ones(len(feats), dtype=bool) if mask is None else mask
-            scale = 1.0 / np.sqrt(np.maximum(np.bincount(doc, minlength=m), 1))
-            contrib = np.take(w, self._rows(feats), axis=0)[:, :k] * scale[doc, None]
-            contrib[~use] = 0.0
-            ids = np.arange(len(feats)) if together is None else together
-            sums = np.zeros((int(ids.max()) + 1, k))
-            np.add.at(sums, ids, contrib)
-            without = without - sums[ids]
+        if w is None or k == 0 or not len(feats):
+            z = self.logits(group, members, feats, doc, m, mask)
+            return _softmax(z), _softmax(z[doc])
+        # One pass over the weights serves both: the texts' logits and each gram's share of
+        # them (left-out grams add a zero, which leaves every sum as ``logits`` makes it).
+        scale = 1.0 / np.sqrt(np.maximum(np.bincount(doc, minlength=m), 1))
+        contrib = np.take(w, self._rows(feats), axis=0)[:, :k] * scale[doc, None]
+        if mask is not None:
+            contrib[~mask] = 0.0
+        z = np.zeros((m, k))
+        ids = np.arange(len(feats)) if together is None else together
+        n_ids = int(ids.max()) + 1
+        sums = np.zeros((n_ids, k))
+        for c in range(k):  # bincount adds in input order, as np.add.at does, and faster
+            z[:, c] = np.bincount(doc, weights=contrib[:, c], minlength=m)
+            sums[:, c] = np.bincount(ids, weights=contrib[:, c], minlength=n_ids)
+        z += self._b[group][:k]
+        without = z[doc] - sums[ids]
         return _softmax(z), _softmax(without)
 
     def proba(
