@@ -341,31 +341,33 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
         doc_cls = cls[doc]
         slots = doc_slots[doc]
         n = len(feats)
-        n_recent, n_base, k = np.zeros(n), np.zeros(n), np.zeros(n)
-        # Per gram, for the class of its text: how often recent texts with it were doubted.
-        contra_k, judged_k = np.zeros(n), np.zeros(n)
+        n_recent, n_base = np.zeros(n), np.zeros(n)
+        # Per gram, for the class of its text: its recent texts, how often they were doubted
+        # and how many were judged (rows k, contra_k, judged_k).
+        own_counts = np.zeros((3, n))
         hashed = self._gram_hash(feats)
         tick.cells = np.zeros((2, n), dtype=np.int64)  # own-class cells, for learning
         for w in range(width):
             cls_w = slots[:, w]
             ok = cls_w >= 0
-            every = bool(ok.all())
-            cells = self._cells(hashed if every else hashed[ok], cls_w if every else cls_w[ok])
-            counts = _read(self._sketch, cells)
-            if every:
+            if ok.all():  # the usual tick: a select, cheaper than scattering by position
+                cells = self._cells(hashed, cls_w)
+                counts = _read(self._sketch, cells)
                 n_recent += counts[:, 0]
                 n_base += counts[:, 3]
                 own = cls_w == doc_cls
-                mine = np.flatnonzero(own)
-            else:
-                n_recent[ok] += counts[:, 0]
-                n_base[ok] += counts[:, 3]
-                own = cls_w[ok] == doc_cls[ok]
-                mine = np.flatnonzero(ok)[own]
+                tick.cells = np.where(own, cells, tick.cells)
+                own_counts = np.where(own, counts[:, :3].T, own_counts)
+                continue
+            cells = self._cells(hashed[ok], cls_w[ok])
+            counts = _read(self._sketch, cells)
+            n_recent[ok] += counts[:, 0]
+            n_base[ok] += counts[:, 3]
+            own = cls_w[ok] == doc_cls[ok]
+            mine = np.flatnonzero(ok)[own]
             tick.cells[:, mine] = cells[:, own]
-            k[mine] = counts[own, 0]
-            contra_k[mine] = counts[own, 1]
-            judged_k[mine] = counts[own, 2]
+            own_counts[:, mine] = counts[own, :3].T
+        k, contra_k, judged_k = own_counts
         n_recent *= f_recent
         n_base *= f_base
         k *= f_recent
