@@ -250,13 +250,16 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
         events = tick.batch.events
         text_at = {int(r): j for j, r in enumerate(tick.rows.tolist())}
         keep_out = self.cfg.threshold - self.cfg.hysteresis
+        steps = self._steps()
         flagged_at: dict[str, int] = {}
         for i, event in enumerate(events):
             j = text_at.get(i)
             if j is not None and tick.judged[j]:
+                contradicts = bool(tick.contra[j])
                 acc = self._observe(
-                    tick, event.account_id, event.ts, event.ip, event.device_id, tick.contra[j]
-                )
+                    tick, event.account_id, event.ts, event.ip, event.device_id, contradicts,
+                    steps[contradicts],
+                )  # fmt: skip
                 if acc.ring is None:
                     ring = self._decide(tick, acc)
                     if ring is not None:
@@ -298,8 +301,10 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
         ip: str | None,
         device: str | None,
         contradicts: bool,
+        step: float,
     ) -> _Account:
-        """One judged text of ``account`` into its sequential test."""
+        """One judged text of ``account`` into its sequential test (``step``: its
+        :meth:`_steps` term)."""
         acc = self._touch(tick, account, ts)
         acc.last_ts = max(acc.last_ts, ts)
         acc.ip = ip or acc.ip
@@ -307,18 +312,18 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
         acc.judged += 1
         if contradicts:
             acc.contra += 1
-        p0 = self.p0
-        step = (
-            math.log(self.cfg.flip_rate / p0)
-            if contradicts
-            else math.log((1.0 - self.cfg.flip_rate) / (1.0 - p0))
-        )
         acc.llr = max(acc.llr + step, self.cfg.floor)
         for key in _shared_keys(acc):
             sharers = self._sharers_of(tick, key)
             if account not in sharers:
                 tick.sharers[key] = (*sharers[1 - SHARERS :], account)
         return acc
+
+    def _steps(self) -> tuple[float, float]:
+        """The test's terms for an agreement and a contradiction, under the tick's ``p0``
+        (learned at commit, so one pair serves the whole tick)."""
+        p0, flip_rate = self.p0, self.cfg.flip_rate
+        return math.log((1.0 - flip_rate) / (1.0 - p0)), math.log(flip_rate / p0)
 
     def _sharers_of(self, tick: _Tick, key: str) -> tuple[str, ...]:
         found = tick.sharers.get(key)

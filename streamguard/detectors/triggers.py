@@ -691,7 +691,7 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
                 doc,
                 len(docs),
                 use,
-                np.unique(together[sel], return_inverse=True)[1],
+                together[sel],
             )
             col = {c: i for i, c in enumerate(members[: p.shape[1]])}
             known = np.fromiter((col.get(int(c), -1) for c in cls[docs]), np.int64, len(docs))
