@@ -99,18 +99,28 @@ class TextModel:
         ``doc`` (sorted) maps each gram to its text 0..m-1.
         """
         k = min(len(members), self.max_classes)
-        out = np.zeros((m, k))
         w = self._w.get(group)
         if w is None or k == 0:
-            return out
-        counts = np.bincount(doc, minlength=m)
-        scale = 1.0 / np.sqrt(np.maximum(counts, 1))
-        use = np.ones(len(feats), dtype=bool) if mask is None else mask
-        rows = self._rows(feats[use])
-        contrib = np.take(w, rows, axis=0)[:, :k] * scale[doc[use], None]
-        for c in range(k):
-            out[:, c] = np.bincount(doc[use], weights=contrib[:, c], minlength=m)
-        return out + self._b[group][:k]
+            return np.zeros((m, k))
+        return _sum_by(doc, self._contributions(w, feats, doc, m, k, mask), m) + self._b[group][:k]
+
+    def _contributions(
+        self,
+        w: np.ndarray,
+        feats: np.ndarray,
+        doc: np.ndarray,
+        m: int,
+        k: int,
+        mask: np.ndarray | None,
+    ) -> np.ndarray:
+        """Each gram's term in its text's logits (weights over the root of the text's gram
+        count); 0 where ``mask`` is false, which leaves every text's sum as it would be
+        without that gram."""
+        scale = 1.0 / np.sqrt(np.maximum(np.bincount(doc, minlength=m), 1))
+        contrib = np.take(w, self._rows(feats), axis=0)[:, :k] * scale[doc, None]
+        if mask is not None:
+            contrib[~mask] = 0.0
+        return contrib
 
     def proba_without(
         self,
@@ -131,24 +141,15 @@ class TextModel:
         """
         k = min(len(members), self.max_classes)
         w = self._w.get(group)
-        if w is None or k == 0 or not len(feats):
-            z = self.logits(group, members, feats, doc, m, mask)
+        if w is None or k == 0:
+            z = np.zeros((m, k))
             return _softmax(z), _softmax(z[doc])
-        # One pass over the weights serves both: the texts' logits and each gram's share of
-        # them (left-out grams add a zero, which leaves every sum as ``logits`` makes it).
-        scale = 1.0 / np.sqrt(np.maximum(np.bincount(doc, minlength=m), 1))
-        contrib = np.take(w, self._rows(feats), axis=0)[:, :k] * scale[doc, None]
-        if mask is not None:
-            contrib[~mask] = 0.0
-        z = np.zeros((m, k))
+        # One pass over the weights serves both: the texts' logits and each gram's share.
+        contrib = self._contributions(w, feats, doc, m, k, mask)
+        z = _sum_by(doc, contrib, m) + self._b[group][:k]
         ids = np.arange(len(feats)) if together is None else together
-        n_ids = int(ids.max()) + 1
-        sums = np.zeros((n_ids, k))
-        for c in range(k):  # bincount adds in input order, as np.add.at does, and faster
-            z[:, c] = np.bincount(doc, weights=contrib[:, c], minlength=m)
-            sums[:, c] = np.bincount(ids, weights=contrib[:, c], minlength=n_ids)
-        z += self._b[group][:k]
-        without = z[doc] - sums[ids]
+        n_ids = int(ids.max()) + 1 if len(ids) else 0
+        without = z[doc] - _sum_by(ids, contrib, n_ids)[ids]
         return _softmax(z), _softmax(without)
 
     def proba(
@@ -284,6 +285,15 @@ class TextModel:
         self._b[group][:k] -= self.lr * gb / np.sqrt(self._gb[group][:k])
         if fresh:
             self.seen[group] = self.seen.get(group, 0) + int(ok.sum())
+
+
+def _sum_by(keys: np.ndarray, contrib: np.ndarray, size: int) -> np.ndarray:
+    """(size, k): the rows of ``contrib`` summed per key. ``np.bincount`` adds in input
+    order, as ``np.add.at`` would, and several times faster."""
+    out = np.empty((size, contrib.shape[1]))
+    for c in range(contrib.shape[1]):
+        out[:, c] = np.bincount(keys, weights=contrib[:, c], minlength=size)
+    return out
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
