@@ -545,7 +545,7 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
                 left_out[span] = np.isin(mine, words[counts >= _MATES * len(p.texts)])
                 first = span.stop
             use = self._model.familiar(group, feats, self.cfg.min_seen) & ~left_out
-            prob, _ = self._model.proba_without(group, members, feats, doc, len(every), use)
+            prob = self._model.proba(group, members, feats, doc, len(every), use)
             col = {c: i for i, c in enumerate(members[: prob.shape[1]])}
             k_now, n_now = self._recent_counts(members, entries)
             at = 0
