@@ -266,7 +266,7 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
                         for account in self._flag(tick, i, event.account_id, acc, ring, event.ts):
                             flagged_at.setdefault(account, i)
                         continue
-                    if tick.contra[j]:
+                    if contradicts:
                         rank = 0.45 * min(1.0, max(acc.llr, 0.0) / self.cfg.threshold)
                         tick.scores.scores[i] = max(tick.scores.scores[i], rank)
             if event.kind not in FLIPPABLE:  # a flagged account's labels, not its ratings
