@@ -9,6 +9,7 @@ from streamguard.detectors.campaign import CampaignDetector
 from streamguard.detectors.drift import DriftDetector
 from streamguard.detectors.duplicates import NearDuplicateDetector
 from streamguard.detectors.label_flip import LabelFlipDetector
+from streamguard.detectors.offload import DetectorProcess
 from streamguard.detectors.slow_push import SlowPushDetector
 from streamguard.detectors.triggers import TriggerDetector
 from streamguard.events import RatingScale
@@ -62,7 +63,18 @@ def build_detectors(settings: Settings) -> tuple[list[Detector], list[str], list
         knobs = campaign.model_dump(exclude={"enabled"})
         detectors.append(CampaignDetector(**knobs, rating_low=low, rating_high=high))
         decisive.append(CampaignDetector.name)
-    return detectors, calibrated, decisive
+    return _offload(detectors, settings), calibrated, decisive
+
+
+def _offload(detectors: list[Detector], settings: Settings) -> list[Detector]:
+    """The detectors, those named in ``pipeline.second_process_detectors`` in a second
+    process of their own (streamguard/detectors/offload.py), in the same places."""
+    names = set(settings.pipeline.second_process_detectors)
+    moved = [d for d in detectors if d.name in names]
+    if not moved:
+        return detectors
+    proxies = iter(DetectorProcess(moved, settings.pipeline.gc_gen0_threshold).proxies())
+    return [next(proxies) if d.name in names else d for d in detectors]
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

@@ -119,6 +119,13 @@ class PipelineSettings(_Section):
     # this size and committed as one: detection does not change with how much a poll brings
     # (a detector sees a new pattern as new until the micro-batch it arrived in is learned).
     micro_batch: int = Field(500, ge=1, le=100_000)
+    # Detectors that run in a second process, one for all of them, scoring while this
+    # process scores the rest: a service uses a second core (streamguard/detectors/
+    # offload.py). () keeps every detector in the service's own process.
+    second_process_detectors: tuple[Literal["campaign", "slow_push"], ...] = (
+        "campaign",
+        "slow_push",
+    )
 
     @model_validator(mode="after")
     def _scale(self) -> PipelineSettings:

@@ -28,7 +28,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from streamguard.detectors.base import Batch, Detector, Flag, Scores
+from streamguard.detectors.base import Batch, Detector, DetectorLost, Flag, Scores
+from streamguard.detectors.offload import DetectorProcess, OffloadedDetector
 from streamguard.events import (
     Action,
     FeedbackEvent,
@@ -276,6 +277,21 @@ class Pipeline:
         self.micro_batch = micro_batch
         self.events_seen = 0
 
+    def start(self) -> None:
+        """Start the second process of the detectors that run there and wait until it
+        answers (otherwise the first tick starts it)."""
+        for process in self._processes():
+            process.start()
+
+    def close(self) -> None:
+        """Stop that process; the pipeline starts it again if it is used again."""
+        for process in self._processes():
+            process.close()
+
+    def _processes(self) -> list[DetectorProcess]:
+        found = (d.process for d in self.detectors if isinstance(d, OffloadedDetector))
+        return list(dict.fromkeys(found))
+
     def process(self, records: Sequence[SourceRecord]) -> TickResult:
         """Score, decide and learn a tick, in micro-batches of at most ``micro_batch``
         records, each learned before the next is scored (so verdicts depend on the
@@ -297,6 +313,9 @@ class Pipeline:
         else:  # the usual tick: every record valid, in one pass in C
             valid, events = range(len(parsed)), parsed  # type: ignore[assignment]
         batch = Batch.of(events)
+        for detector in self.detectors:  # those in a second process start scoring now
+            if isinstance(detector, OffloadedDetector):
+                detector.begin_score(batch)
         self.features.extract(batch)
         outputs, broken = self._score(batch)
         decisions = self.policy.decide(outputs, len(batch))
@@ -312,16 +331,23 @@ class Pipeline:
 
     def _score(self, batch: Batch) -> tuple[dict[str, Scores], np.ndarray]:
         broken = np.zeros(len(batch), dtype=bool)
-        outputs = {}
-        for detector in self.detectors:
-            try:
-                outputs[detector.name] = detector.score_batch(batch)
-            except Exception:
-                log.exception(
-                    "detector %s failed on a batch; isolating the poison record", detector.name
-                )
-                outputs[detector.name] = self._score_one_by_one(detector, batch, broken)
-        return outputs, broken
+        detectors = self.detectors
+        # Those in a second process (begun in _process) are read last: they score while
+        # this process extracts features and scores the rest.
+        order = sorted(detectors, key=lambda d: isinstance(d, OffloadedDetector))
+        found = {d.name: self._score_one_detector(d, batch, broken) for d in order}
+        return {d.name: found[d.name] for d in detectors}, broken  # in the detectors' order
+
+    def _score_one_detector(self, detector: Detector, batch: Batch, broken: np.ndarray) -> Scores:
+        try:
+            return detector.score_batch(batch)
+        except DetectorLost:
+            raise
+        except Exception:
+            log.exception(
+                "detector %s failed on a batch; isolating the poison record", detector.name
+            )
+            return self._score_one_by_one(detector, batch, broken)
 
     def _score_one_by_one(self, detector: Detector, batch: Batch, broken: np.ndarray) -> Scores:
         result = Scores.quiet(len(batch))
@@ -329,6 +355,8 @@ class Pipeline:
             single = _slice(batch, i)
             try:
                 one = detector.score_batch(single)
+            except DetectorLost:
+                raise
             except Exception:
                 broken[i] = True
                 continue
@@ -343,6 +371,8 @@ class Pipeline:
         for detector in self.detectors:
             try:
                 detector.learn_batch(batch, keep)
+            except DetectorLost:
+                raise
             except Exception:
                 log.exception(
                     "detector %s failed to learn; skipping this tick for it", detector.name

@@ -12,6 +12,9 @@ A detector sees a micro-batch (one tick of the pipeline) twice:
 Detectors that find groups (campaigns) also return ``flagged_accounts``: accounts whose
 earlier events already released to the clean topic must be revoked.
 
+A detector may run in a process of its own (:mod:`streamguard.detectors.offload`): the
+pipeline starts its scoring before it scores the others, so the two overlap.
+
 State must be picklable (checkpoints) and bounded (expiry), and the batch path must give
 the same result as feeding the same ticks one by one.
 """
@@ -98,6 +101,11 @@ class Scores:
     @classmethod
     def quiet(cls, n: int) -> Scores:
         return cls(np.zeros(n), [None] * n)
+
+
+class DetectorLost(RuntimeError):
+    """A detector's state is gone (its process died): scoring on without it would pass
+    what it exists to hold, so the pipeline lets this through and the service stops."""
 
 
 @runtime_checkable

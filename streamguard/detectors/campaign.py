@@ -293,6 +293,8 @@ class CampaignDetector:
     """
 
     name = "campaign"
+    # The event attributes it reads: all it is sent in a second process (offload.py).
+    EVENT_FIELDS = ("account_id", "item_id", "ts", "ip", "device_id", "account_created_at")
 
     def __init__(
         self,
