@@ -9,6 +9,11 @@ tick (parsing, features, each detector's scoring and learning, the policy, the r
 log) with the wall clock and no profiler: cProfile inflates code made of many small
 Python calls, and it hides the garbage collector, whose pauses land on whichever stage
 allocated last. benchmarks/profile.md records what it found.
+
+Detectors in the second process (``pipeline.second_process_detectors``) show as "send"
+(their columns, right after parsing), "score" (waiting for and reading their answers) and
+"learn" (sending ``keep``); cProfile sees only this process. To profile them inline, run
+with ``STREAMGUARD_PIPELINE__SECOND_PROCESS_DETECTORS='[]'``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from run_all import TICK, core_eps, run_ticks, stream
 import streamguard.pipeline as pipeline_module
 from streamguard.assembly import build_pipeline
 from streamguard.config import load_settings
+from streamguard.detectors.offload import OffloadedDetector
 
 SCENARIO = {"rating": "shilling_random", "review": "review_spam"}
 
@@ -58,6 +64,9 @@ def stages(lines: list[bytes], tick: int) -> None:
     ]
     for d in pipeline.detectors:
         hooks += [(d, "score_batch", f"{d.name} score"), (d, "learn_batch", f"{d.name} learn")]
+        if isinstance(d, OffloadedDetector):  # its score: waiting for the second process
+            hooks.append((d, "begin_score", f"{d.name} send"))
+    pipeline.start()
     for obj, name, label in hooks:
         setattr(obj, name, timed(spent, label, getattr(obj, name)))
     try:
