@@ -120,12 +120,12 @@ class PipelineSettings(_Section):
     # (a detector sees a new pattern as new until the micro-batch it arrived in is learned).
     micro_batch: int = Field(500, ge=1, le=100_000)
     # Detectors that run in a second process, one for all of them, scoring while this
-    # process scores the rest: a service uses a second core (streamguard/detectors/
-    # offload.py). () keeps every detector in the service's own process.
-    second_process_detectors: tuple[Literal["campaign", "slow_push"], ...] = (
-        "campaign",
-        "slow_push",
-    )
+    # process scores the rest, so a service uses a second core (streamguard/detectors/
+    # offload.py). The default splits the review path's work about evenly: the trigger
+    # detector, its largest part, stays here. () keeps every detector in this process.
+    second_process_detectors: tuple[
+        Literal["campaign", "slow_push", "trigger", "near_duplicate", "label_flip"], ...
+    ] = ("campaign", "slow_push", "near_duplicate", "label_flip")
 
     @model_validator(mode="after")
     def _scale(self) -> PipelineSettings:

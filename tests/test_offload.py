@@ -45,23 +45,25 @@ def _run(pipeline: Pipeline, ticks: list[list[SourceRecord]]) -> list[tuple[obje
 
 @pytest.mark.parametrize(
     ("scenario", "seed", "base"),
-    [("shilling_bandwagon", 3, "synthetic"), ("shilling_spread", 1, "movielens")],
+    [
+        ("shilling_bandwagon", 3, "synthetic"),
+        ("shilling_spread", 1, "movielens"),
+        ("mixed", 2, "synthetic"),  # templated reviews and label flips too
+    ],
 )
 def test_second_process_gives_the_verdicts_of_inline(scenario, seed, base):
     """Campaigns, slow pushes and their revocations, byte for byte: the child runs the
     same detectors over the columns it is sent."""
     ticks = _ticks(scenario, 12_000, seed, base)
     offloaded = build_pipeline(load_settings(overrides=SLOW_PUSH))
-    assert {d.name for d in offloaded.detectors if isinstance(d, OffloadedDetector)} == {
-        "campaign",
-        "slow_push",
-    }
+    names = {d.name for d in offloaded.detectors if isinstance(d, OffloadedDetector)}
+    assert names == {"campaign", "slow_push", "near_duplicate", "label_flip"}
     inline = build_pipeline(load_settings(overrides=INLINE))
     assert not any(isinstance(d, OffloadedDetector) for d in inline.detectors)
     got, want = _run(offloaded, ticks), _run(inline, ticks)
     assert got == want
     found = {r[0] for o in got if len(o) == 3 for r in o[2]}  # type: ignore[union-attr]
-    assert found & {"campaign", "slow_push"}  # the stream's attack was found there
+    assert found & names  # the stream's attack was found there
     offloaded.close()
 
 
@@ -76,7 +78,12 @@ def test_a_checkpoint_carries_the_child_state_over():
     restored = pickle.loads(pickle.dumps(restored))
     assert _run(restored, ticks[6:]) == _run(kept, ticks[6:])
     (process,) = {d.process for d in restored.detectors if isinstance(d, OffloadedDetector)}
-    assert [d.name for d in process.detectors()] == ["slow_push", "campaign"]
+    assert [d.name for d in process.detectors()] == [
+        "near_duplicate",
+        "label_flip",
+        "slow_push",
+        "campaign",
+    ]
     kept.close()
     restored.close()
 

@@ -186,6 +186,8 @@ class NearDuplicateDetector(PlannedDetector["_Tick", NearDuplicateSettings]):
     """
 
     name = "near_duplicate"
+    # The event attributes it reads: all it is sent in a second process (offload.py).
+    EVENT_FIELDS = ("account_id", "item_id", "ts", "text")
 
     settings_type = NearDuplicateSettings
 

@@ -157,6 +157,8 @@ class LabelFlipDetector(PlannedDetector["_Tick", LabelFlipSettings]):
     """
 
     name = "label_flip"
+    # The event attributes it reads: all it is sent in a second process (offload.py).
+    EVENT_FIELDS = ("account_id", "device_id", "ip", "kind", "label", "rating", "ts", "text")
 
     settings_type = LabelFlipSettings
 

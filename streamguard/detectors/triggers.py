@@ -197,6 +197,8 @@ class TriggerDetector(PlannedDetector["_Tick", TriggerSettings]):
     """
 
     name = "trigger"
+    # The event attributes it reads: all it is sent in a second process (offload.py).
+    EVENT_FIELDS = ("account_id", "ts", "kind", "label", "rating", "text")
 
     settings_type = TriggerSettings
 
