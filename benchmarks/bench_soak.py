@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from run_all import rss_bytes
 from tqdm import tqdm
 
 from streamguard.assembly import build_pipeline
@@ -32,11 +33,6 @@ STEP_S = 0.5  # event time per event
 EVENTS_PER_NEW_ACCOUNT = 40
 ACCOUNT_SPREAD = 5_000
 ITEMS = 50_000
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def tick_records(start: int, rng: np.random.Generator) -> list[SourceRecord]:
@@ -75,7 +71,7 @@ def main() -> None:
         done = start + TICK
         if done % args.every == 0:
             days = done * STEP_S / 86400
-            samples.append((done, days, rss_bytes(), len(pipeline.features.accounts)))
+            samples.append((done, days, rss_bytes(pipeline), len(pipeline.features.accounts)))
     elapsed = time.perf_counter() - started
     half = [s for s in samples if s[0] > args.events // 2]
     growth = (half[-1][2] - half[0][2]) / 2**20 if len(half) > 1 else float("nan")

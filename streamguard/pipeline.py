@@ -280,15 +280,16 @@ class Pipeline:
     def start(self) -> None:
         """Start the second process of the detectors that run there and wait until it
         answers (otherwise the first tick starts it)."""
-        for process in self._processes():
+        for process in self.detector_processes():
             process.start()
 
     def close(self) -> None:
         """Stop that process; the pipeline starts it again if it is used again."""
-        for process in self._processes():
+        for process in self.detector_processes():
             process.close()
 
-    def _processes(self) -> list[DetectorProcess]:
+    def detector_processes(self) -> list[DetectorProcess]:
+        """The second processes of this pipeline's detectors (one, or none)."""
         found = (d.process for d in self.detectors if isinstance(d, OffloadedDetector))
         return list(dict.fromkeys(found))
 
