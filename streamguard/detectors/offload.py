@@ -125,11 +125,6 @@ class DetectorProcess:
 
     # ------------------------------------------------------------------ between ticks
 
-    def call(self, index: int, method: str, *args: Any) -> Any:
-        """Detector ``index``'s ``method(*args)``, run in the child."""
-        self._send(("call", index, method, args))
-        return self._receive_value()
-
     def start(self) -> None:
         """Start the child now and wait until it answers, so that the first tick does not
         wait for it (it imports the service's modules: a fraction of a second)."""
@@ -242,9 +237,6 @@ class OffloadedDetector:
     def stats(self) -> dict[str, float]:
         return self.process.stats(self.index)
 
-    def campaigns(self, include_closed: bool = False) -> Any:
-        return self.process.call(self.index, "campaigns", include_closed)
-
 
 def _context(preload: list[str]) -> Any:
     """A fork server's context where there is one (it forks children from a clean process
@@ -303,9 +295,6 @@ def _serve(
                 value: Any = [_answer(d, batch) for d in chosen]
                 if only is not None:
                     value = [None] * only + value
-            elif message[0] == "call":
-                _, index, method, args = message
-                value = getattr(detectors[index], method)(*args)
             elif message[0] == "pickled":
                 value = pickle.dumps(detectors, pickle.HIGHEST_PROTOCOL)
             else:  # "ping"
