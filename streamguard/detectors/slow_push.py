@@ -17,8 +17,10 @@ asks two questions, each a tail probability in nats:
   before the window (a Gamma posterior whose prior is an average item, wide enough for
   heavy-tailed popularity) predicts few? Negative binomial tail.
 - **concentration**: so large a share of the item's ratings in the window at that
-  extreme, when its history (or, without history, a high natural ceiling) predicts less?
-  A new release or a viral item draws many ratings of mixed values: it fails here.
+  extreme, when its history predicts less? The share predicted is the largest the
+  history leaves plausible (short histories prove little), never above a high natural
+  ceiling, which is also a new item's. A new release or a viral item draws many ratings
+  of mixed values: it fails here.
 
 A window whose total reaches ``threshold_nats`` with at least ``min_accounts`` distinct
 accounts and ``min_concentration_nats`` of concentration opens a
@@ -42,7 +44,8 @@ as the longest window) one ring of columns (:class:`_Ring`), and a tick is learn
 handful of array operations. Each item's count of each extreme per window, kept as the
 ring moves, rules out most extremes for the whole tick at once (``_may_pass``, exact);
 only the rest are tested one by one, over the item's last ``ring_size`` ratings. State is
-bounded: every ``_SWEEP_EVERY`` events the ids idle for ``ttl_events`` rated events are
+bounded: every ``_SWEEP_EVERY`` events the items idle for ``ttl_events`` rated events
+and the accounts idle for ``account_ttl_events`` are
 forgotten, then the least recent beyond ``max_items`` and ``max_accounts``.
 """
 
@@ -58,6 +61,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy.special import betaincinv
 
 from streamguard.campaigns import Campaign
 from streamguard.detectors.base import Batch, Flag, Scores
@@ -77,6 +81,9 @@ _NEAR = 4  # bit or-ed into a side code: one step off the extreme
 _EXACT = np.array((0, _HIGH, _LOW, 0, 0, 0, 0, 0), dtype=np.int64)
 _CLOCK = itemgetter(0)  # a rating's stream clock
 _CEILING_PRIOR = 4.0  # pseudo-ratings behind the concentration ceiling
+# How unlikely a share above the bound that an item's kept history leaves plausible
+# (``_share_bound``): an honest item is tested in many windows, so the bound is wide.
+_SHARE_BOUND_LEVEL = 0.001
 # A target is quiet: its own past rate of the extreme (Gamma posterior mean) at most this many
 # times an average item's. Pushes pick obscure items; popular ones draw honest extremes.
 _QUIET = 4.0
@@ -99,12 +106,10 @@ class SlowPushSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Off by default: on a small catalogue (100 items, tests/test_pipeline.py's benign
-    # stream) it held 0-18% of honest events on four seeds, items whose short kept
-    # history missed the extreme they give often (docs/DETECTORS.md). Turn it on where
-    # drips over months matter more; it runs in the second process with the campaign
-    # detector.
-    enabled: bool = False
+    # On by default since its concentration test reads a short history as an upper bound
+    # on the item's share (docs/DETECTORS.md); it runs in the second process with the
+    # campaign detector.
+    enabled: bool = True
     windows_events: tuple[int, ...] = (3_000, 12_000)
     threshold_nats: float = Field(22.0, gt=0)
     min_concentration_nats: float = Field(4.0, ge=0)
@@ -119,22 +124,30 @@ class SlowPushSettings(BaseModel):
     max_accounts: int = Field(500_000, ge=1)
     max_items: int = Field(200_000, ge=1)
     ttl_events: int = Field(200_000, ge=1)
+    # Accounts far outnumber items: past the longest window and a hold an account is in
+    # no run, and it is kept about as long again so a returning account's activity counts.
+    account_ttl_events: int = Field(50_000, ge=1)
 
     @model_validator(mode="after")
     def _windows_fit_in_memory(self) -> SlowPushSettings:
-        _check_windows(self.windows_events, self.ttl_events, self.max_items)
+        _check_windows(
+            self.windows_events,
+            ttl_events=self.ttl_events,
+            account_ttl_events=self.account_ttl_events,
+            max_items=self.max_items,
+        )
         return self
 
 
-def _check_windows(windows: tuple[int, ...], ttl_events: int, max_items: int) -> None:
-    """An item rated inside a window must still be known when the window is read."""
+def _check_windows(windows: tuple[int, ...], **spans: int) -> None:
+    """An item or account rated inside a window must still be known when the window is
+    read (``spans``: the settings that bound how long, by name)."""
     if not windows or min(windows) < 1:
         raise ValueError(f"windows_events must be positive, got {windows}")
-    if min(ttl_events, max_items) < max(windows):
-        raise ValueError(
-            f"ttl_events ({ttl_events}) and max_items ({max_items}) must be at least "
-            f"the longest window ({max(windows)})"
-        )
+    short = {name: value for name, value in spans.items() if value < max(windows)}
+    if short:
+        named = " and ".join(f"{name} ({value})" for name, value in short.items())
+        raise ValueError(f"{named} must be at least the longest window ({max(windows)})")
 
 
 # One rating in an item's recent run: stream clock, side code (with the near bit), account,
@@ -360,10 +373,16 @@ class SlowPushDetector:
         max_accounts: int = 500_000,
         max_items: int = 200_000,
         ttl_events: int = 200_000,
+        account_ttl_events: int = 50_000,
         rating_low: float = 1.0,
         rating_high: float = 5.0,
     ) -> None:
-        _check_windows(windows_events, ttl_events, max_items)
+        _check_windows(
+            windows_events,
+            ttl_events=ttl_events,
+            account_ttl_events=account_ttl_events,
+            max_items=max_items,
+        )
         self.windows = tuple(sorted(windows_events))
         self.threshold_nats = threshold_nats
         self.min_concentration_nats = min_concentration_nats
@@ -376,6 +395,7 @@ class SlowPushDetector:
         self.warmup_events = warmup_events
         self.ring_size = ring_size
         self.ttl_events = ttl_events
+        self.account_ttl_events = account_ttl_events
         self.low, self.high = rating_low, rating_high
         # Items: kept ratings since first seen (total and per exact side: the baseline),
         # first and last clock, and ratings per exact side in each window of the ring.
@@ -780,12 +800,23 @@ class SlowPushDetector:
         return bool(_quiet_many(count, exposure, self._prior_rate(side), self.prior_shape))
 
     def _concentration(self, hits: int, rated: int, base_k: int, base_n: int, side: int) -> float:
-        """Nats of surprise of ``hits`` extremes among ``rated`` against the item's share
-        of them before (or the ceiling). Below ``min_concentration_nats`` the value is
-        only a bound, which is all the caller needs: it rejects the window."""
+        """Nats of surprise of ``hits`` extremes among ``rated`` against the share of
+        them the item's kept history before the window (``base_k`` of ``base_n``) leaves
+        plausible, up to the ceiling; a new item gets the ceiling. Below
+        ``min_concentration_nats`` the value is only a bound, which is all the caller
+        needs: it rejects the window.
+
+        Why a bound and not the history's mean: on a young catalogue a window covers most
+        of an item's life, and a few dozen ratings before it can by chance show far
+        fewer of an extreme than the item gives (0 of 36 for one that gives a 5 a fifth
+        of the time). Read as the item's share, that history made a campaign of its
+        honest raters (tests' 100-item benign stream: 1-18% of events on seven seeds
+        of 16)."""
         side_rate = (self._kept_side[side] + 1.0) / (self._kept + 1.0)  # per rated event
-        ceiling = self._ceilings[side] * _CEILING_PRIOR
-        share = (max(base_k, 0) + ceiling) / (max(base_n, 0) + _CEILING_PRIOR)
+        k, n = max(base_k, 0), max(base_n, 0)
+        ceiling = self._ceilings[side]
+        share = (k + ceiling * _CEILING_PRIOR) / (n + _CEILING_PRIOR)
+        share = max(share, min(ceiling, _share_bound(k, n)))
         stop = -self.min_concentration_nats
         return surprise(binom_logsf(hits, rated, max(share, side_rate), stop_above=stop))
 
@@ -929,11 +960,12 @@ class SlowPushDetector:
 
     def _expire(self) -> None:
         """Close campaigns idle for a hold; every ``_SWEEP_EVERY`` events, forget items and
-        accounts idle for ``ttl_events`` (and the least recent beyond the size caps)."""
+        accounts idle for ``ttl_events`` and ``account_ttl_events`` (and the least recent
+        beyond the size caps)."""
         if self._seq - self._swept >= _SWEEP_EVERY:
             self._swept = self._seq
-            horizon = self._clock - self.ttl_events
-            self._items.sweep(self._items.cols["last"], horizon)
+            self._items.sweep(self._items.cols["last"], self._clock - self.ttl_events)
+            horizon = self._clock - self.account_ttl_events
             for account_id in self._accounts.sweep(self._accounts.cols["last"], horizon):
                 self._member_of.pop(account_id, None)
         hold = self._clock - self.hold_events
@@ -943,6 +975,14 @@ class SlowPushDetector:
             self._closed.append(camp)
             for key in [k for k, v in self._targets.items() if v == cid]:
                 del self._targets[key]
+
+
+def _share_bound(k: int, n: int) -> float:
+    """The largest share of an extreme that ``k`` of ``n`` kept ratings leave plausible
+    (one-sided Clopper-Pearson bound at ``_SHARE_BOUND_LEVEL``); 1 without a history."""
+    if k >= n:
+        return 1.0
+    return float(betaincinv(k + 1.0, float(n - k), 1.0 - _SHARE_BOUND_LEVEL))
 
 
 def _quiet_many(count: Any, exposure: Any, per_item: Any, shape: float) -> Any:
