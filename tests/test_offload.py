@@ -20,7 +20,7 @@ from streamguard.pipeline import Pipeline, SourceRecord
 from streamguard.policy import Policy, PolicyConfig
 from streamguard.simulate import simulate
 
-SLOW_PUSH = {"detectors": {"slow_push": {"enabled": True}}}  # the default; in the child
+SLOW_PUSH = {"detectors": {"slow_push": {"enabled": True}}}  # opt-in; in the child when on
 INLINE = {**SLOW_PUSH, "pipeline": {"second_process_detectors": []}}
 
 
