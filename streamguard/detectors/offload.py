@@ -1,13 +1,16 @@
 """Detectors run in a second process, scoring while the service's process scores the rest.
 
 Why. The detector core is one Python process, and the GIL keeps its detectors on one core
-while the machine's other core waits. The campaign detector (about 6.5 us an event) and
-the slow-push detector (about 2.3) need nothing from the others within a tick, so they run
-in one child process (:class:`DetectorProcess`): :class:`~streamguard.pipeline.Pipeline`
-sends the child each tick before it scores the other detectors, and reads the child's
-answers after. Learning overlaps too: the tick's ``keep`` goes with the next tick's
-request, and the child learns it first. What this process pays is sending the columns and
-reading the answers, under a microsecond an event (BENCHMARKS.md).
+while the machine's other core waits. The detectors named in
+``pipeline.second_process_detectors`` (by default the campaign detector, about 6.5 us an
+event, the two text detectors, and the slow-push detector when it is on) need nothing
+from the others within a tick, so they run in one child process
+(:class:`DetectorProcess`): :class:`~streamguard.pipeline.Pipeline` sends the child each
+tick before it scores the other detectors, and reads the child's answers after. Learning
+overlaps too: the tick's ``keep`` is sent as soon as the policy has decided, and the child
+learns while this process writes the outcomes and parses the next tick. What this process
+pays is sending the columns and ``keep`` and reading the answers: about 1.9 us a rating
+event and 3.6 us a review (``profile_core.py --stages``, benchmarks/profile.md).
 
 Exactness. The child runs the same detectors over the same columns in the same order, so
 scores, details, flags and verdicts are the ones they give inline (a test runs both over
@@ -51,7 +54,6 @@ from streamguard.gc_tuning import tune_collector
 
 log = logging.getLogger(__name__)
 
-_Sparse = list[tuple[int, str | None, str | None]]
 _PROCESS_ATTRS = ("_conn", "_process", "_held", "_awaiting", "_answers", "_learnt", "_finalizer")
 
 
